@@ -1,0 +1,104 @@
+"""`corebuild` command line."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import logging
+import os
+import sys
+
+from .errors import CorebuildError
+
+
+def _build(args: argparse.Namespace) -> int:
+    from .build import run_build
+    from .config import BuildConfig, RunnerConfig
+    from .ocr import OcrConfig
+    from .providers import AerialConfig, StreetViewConfig
+    from .fetch import FetchConfig
+    from .sample import SampleConfig
+
+    workers = max(1, args.workers)
+    # Each worker runs its own OCR sessions: share the cores instead of oversubscribing them.
+    ocr_threads = args.ocr_threads if args.ocr_threads is not None else (max(1, (os.cpu_count() or 1) // workers) if workers > 1 else 0)
+    street = StreetViewConfig(base_url=args.streetview_url) if args.streetview_url else StreetViewConfig()
+    aerial = AerialConfig(url_template=args.aerial_url or "")
+    cfg = BuildConfig(
+        region_id=args.region,
+        output_dir=args.output,
+        manifests_dir=args.manifests,
+        sample=SampleConfig(seed=args.seed, min_spacing_m=args.min_spacing, limit=args.limit),
+        fetch=FetchConfig(street=street, aerial=aerial),
+        ocr=OcrConfig(threads=ocr_threads),
+        runner=RunnerConfig(
+            runner=args.runner,
+            direct_num_workers=workers,
+            direct_running_mode="multi_processing" if workers > 1 else "in_memory",
+            extra_args=tuple(args.beam_args),
+        ),
+    )
+    result = run_build(cfg)
+    print(result.summary)
+    return 0
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from .regions import load_region
+    from .synthetic.server import serve_forever
+    from .synthetic.world import World
+
+    region = load_region(args.region, args.manifests)
+    if region.imagery != "synthetic":
+        raise CorebuildError(f"region {region.id!r} has no synthetic world (its manifest says imagery={region.imagery!r})")
+    serve_forever(World.for_region(region), args.host, args.port)
+    return 0
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="corebuild", description=__doc__)
+    sub = p.add_subparsers(dest="command", required=True)
+
+    b = sub.add_parser("build", help="build one region's shards")
+    b.add_argument("--region", required=True, help="region id (a file in --manifests)")
+    b.add_argument("--output", default="build", help="output root; the build goes to <output>/<region>/")
+    b.add_argument("--manifests", default="region_manifests")
+    b.add_argument("--seed", type=int, default=0)
+    b.add_argument("--limit", type=int, default=None, help="only the first N sampled points")
+    b.add_argument("--min-spacing", type=float, default=25.0, help="metres between sampled points")
+    b.add_argument("--workers", type=int, default=1, help="DirectRunner worker processes")
+    b.add_argument("--ocr-threads", type=int, default=None, help="ONNX threads per worker (default: cores / workers)")
+    b.add_argument("--runner", default="DirectRunner")
+    b.add_argument("--streetview-url", default=None, help="Street View API base URL (default: Google's)")
+    b.add_argument("--aerial-url", default=None, help="XYZ tile URL template, e.g. https://host/{z}/{x}/{y}.png")
+    b.add_argument("beam_args", nargs="*", help="extra Beam pipeline options after --")
+    b.set_defaults(func=_build)
+
+    s = sub.add_parser("synthetic", help="the synthetic imagery world")
+    ssub = s.add_subparsers(dest="synthetic_command", required=True)
+    serve = ssub.add_parser("serve", help="serve a region's synthetic world (Street View + XYZ wire formats)")
+    serve.add_argument("--region", default="demo")
+    serve.add_argument("--manifests", default="region_manifests")
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=0)
+    serve.set_defaults(func=_serve)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("corebuild").setLevel(logging.INFO)
+    # DirectRunner re-logs every worker warning through the job service; the worker already said it.
+    logging.getLogger("apache_beam.runners.portability.local_job_service").setLevel(logging.ERROR)
+    try:
+        return args.func(args)
+    except CorebuildError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,33 @@
+"""Versioned prompt sets in `prompts/`: an id plus a content hash recorded on every row."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from .errors import ConfigError
+
+
+@dataclass(frozen=True)
+class Prompt:
+    id: str
+    hash: str  # first 16 hex digits of sha256 of the file's bytes
+    body: dict[str, Any]
+
+
+def load_prompt(prompts_dir: str | Path, prompt_id: str) -> Prompt:
+    path = Path(prompts_dir) / f"{prompt_id}.json"
+    if not path.is_file():
+        known = sorted(p.stem for p in Path(prompts_dir).glob("*.json")) if Path(prompts_dir).is_dir() else []
+        raise ConfigError(f"{path}: no prompt set {prompt_id!r} (known: {', '.join(known) or 'none'})")
+    raw = path.read_bytes()
+    try:
+        body = json.loads(raw)
+    except ValueError as exc:
+        raise ConfigError(f"{path}: not valid JSON: {exc}") from None
+    if body.get("id") != prompt_id:
+        raise ConfigError(f"{path}: id {body.get('id')!r} does not match file name {prompt_id!r}")
+    return Prompt(prompt_id, hashlib.sha256(raw).hexdigest()[:16], body)

@@ -1,0 +1,131 @@
+"""HTTP for providers: one aiohttp session per worker, retries (tenacity) with exponential
+backoff and jitter that honour `Retry-After`, timeouts, and URLs redacted before they reach a
+message or a log.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import io
+from dataclasses import dataclass
+from typing import Mapping, Optional
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+import aiohttp
+from PIL import Image
+from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_attempt, wait_exponential_jitter
+
+from ..errors import StageError
+
+RETRYABLE_STATUS = frozenset({429, 500, 502, 503, 504})
+SECRET_PARAMS = frozenset({"key", "signature", "client", "access_token", "token", "apikey", "api_key"})
+MAX_IMAGE_PIXELS = 40_000_000  # decompression-bomb guard for provider images
+
+
+@dataclass(frozen=True)
+class HttpConfig:
+    concurrency: int = 16  # requests in flight per worker
+    timeout_s: float = 30.0
+    attempts: int = 4
+    backoff_initial_s: float = 0.5
+    backoff_max_s: float = 30.0
+
+
+def redact_url(url: str) -> str:
+    """The URL with secret query values replaced, safe for messages and logs."""
+    parts = urlsplit(url)
+    query = [(k, "REDACTED" if k.lower() in SECRET_PARAMS else v) for k, v in parse_qsl(parts.query, keep_blank_values=True)]
+    return urlunsplit(parts._replace(query=urlencode(query, safe=",|")))
+
+
+class RetryableHTTPError(Exception):
+    def __init__(self, status: int, url: str, retry_after: Optional[float]):
+        self.status, self.retry_after = status, retry_after
+        super().__init__(f"HTTP {status} from {url}")
+
+
+def _retry_after(headers: Mapping[str, str]) -> Optional[float]:
+    value = headers.get("Retry-After")
+    if value is None:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        return None  # HTTP-date form: fall back to backoff
+
+
+class _WaitRetryAfter:
+    """Exponential backoff with jitter, but never sooner than the server's Retry-After."""
+
+    def __init__(self, cfg: HttpConfig):
+        self.backoff = wait_exponential_jitter(initial=cfg.backoff_initial_s, max=cfg.backoff_max_s)
+        self.cap = cfg.backoff_max_s
+
+    def __call__(self, state) -> float:
+        wait = self.backoff(state)
+        exc = state.outcome.exception() if state.outcome else None
+        if isinstance(exc, RetryableHTTPError) and exc.retry_after is not None:
+            wait = max(wait, min(exc.retry_after, self.cap))
+        return wait
+
+
+@dataclass(frozen=True)
+class HttpResult:
+    status: int
+    body: bytes
+    content_type: str
+
+
+async def http_get(
+    session: aiohttp.ClientSession,
+    url: str,
+    params: Mapping[str, str],
+    cfg: HttpConfig,
+    stage: str,
+    headers: Optional[Mapping[str, str]] = None,
+) -> HttpResult:
+    """GET with retries on connection errors, timeouts, 429 and 5xx.
+
+    Returns the final response for the caller to interpret (4xx are answers, not retried).
+    Raises StageError(`<stage>.unreachable` / `.timeout` / `.http_<code>`) when retries run out.
+    """
+    safe = redact_url(f"{url}?{urlencode(params, safe=',|')}" if params else url)
+
+    async def once() -> HttpResult:
+        async with session.get(url, params=params, headers=headers, timeout=aiohttp.ClientTimeout(total=cfg.timeout_s)) as resp:
+            body = await resp.read()
+            if resp.status in RETRYABLE_STATUS:
+                raise RetryableHTTPError(resp.status, safe, _retry_after(resp.headers))
+            return HttpResult(resp.status, body, resp.headers.get("Content-Type", ""))
+
+    try:
+        async for attempt in AsyncRetrying(
+            retry=retry_if_exception_type((aiohttp.ClientConnectionError, aiohttp.ClientPayloadError, asyncio.TimeoutError, RetryableHTTPError)),
+            wait=_WaitRetryAfter(cfg),
+            stop=stop_after_attempt(cfg.attempts),
+            reraise=True,
+        ):
+            with attempt:
+                return await once()
+    except RetryableHTTPError as exc:
+        raise StageError(f"{stage}.http_{exc.status}", f"{exc} after {cfg.attempts} attempts") from None
+    except asyncio.TimeoutError:
+        raise StageError(f"{stage}.timeout", f"no answer from {safe} within {cfg.timeout_s:g} s ({cfg.attempts} attempts)") from None
+    except (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError) as exc:
+        # aiohttp's message can embed the URL with its query: keep only the exception kind.
+        raise StageError(f"{stage}.unreachable", f"cannot reach {safe}: {type(exc).__name__} ({cfg.attempts} attempts)") from None
+    raise AssertionError("unreachable")  # AsyncRetrying either returns or raises
+
+
+def decode_image(body: bytes, stage: str, what: str) -> Image.Image:
+    """Fully decode an image (a truncated body fails here, not later) with a pixel limit."""
+    try:
+        img = Image.open(io.BytesIO(body))
+        if img.width * img.height > MAX_IMAGE_PIXELS:
+            raise StageError(f"{stage}.image_too_large", f"{what}: {img.width}x{img.height} exceeds {MAX_IMAGE_PIXELS} pixels")
+        img.load()
+    except StageError:
+        raise
+    except Exception as exc:
+        raise StageError(f"{stage}.bad_image", f"{what} does not decode: {type(exc).__name__}: {exc}") from None
+    return img

@@ -1,0 +1,122 @@
+"""Google Street View Static API client: free metadata call first, then one image per heading."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import hashlib
+import hmac
+import json
+from dataclasses import dataclass
+from typing import Optional
+from urllib.parse import urlencode, urlsplit
+
+import aiohttp
+
+from ..errors import StageError
+from ..geo import distance_m
+from ..record import StreetCapture, StreetView
+from .http import HttpConfig, decode_image, http_get
+
+# Metadata statuses the API documents; anything else is reported as it came.
+METADATA_FAILURES = {
+    "ZERO_RESULTS": "street.zero_results",
+    "NOT_FOUND": "street.not_found",
+    "OVER_QUERY_LIMIT": "street.over_query_limit",
+    "REQUEST_DENIED": "street.request_denied",
+    "INVALID_REQUEST": "street.invalid_request",
+    "UNKNOWN_ERROR": "street.unknown_error",
+}
+
+
+@dataclass(frozen=True)
+class StreetViewConfig:
+    base_url: str = "https://maps.googleapis.com"
+    api_key_env: str = "GOOGLE_MAPS_API_KEY"  # the key itself never enters config or output
+    signing_secret_env: Optional[str] = None  # optional URL-signing secret (env var name)
+    headings: tuple[float, ...] = (0.0, 90.0, 180.0, 270.0)
+    fov: float = 90.0
+    pitch: float = 0.0
+    width: int = 640
+    height: int = 640
+    radius_m: float = 50.0
+    source: str = "outdoor"
+
+
+def sign_url(path_and_query: str, secret_b64: str) -> str:
+    """Google's URL signature: HMAC-SHA1 of path+query with the url-safe base64 secret."""
+    key = base64.urlsafe_b64decode(secret_b64)
+    digest = hmac.new(key, path_and_query.encode(), hashlib.sha1).digest()
+    return base64.urlsafe_b64encode(digest).decode()
+
+
+class GoogleStreetView:
+    name = "google_streetview"
+
+    def __init__(self, session: aiohttp.ClientSession, cfg: StreetViewConfig, http: HttpConfig, api_key: str, signing_secret: Optional[str] = None):
+        self.session, self.cfg, self.http = session, cfg, http
+        self._key = api_key
+        self._secret = signing_secret
+
+    def _params(self, path: str, params: dict) -> dict:
+        params = {**params, "key": self._key}
+        if self._secret:
+            params["signature"] = sign_url(f"{urlsplit(self.cfg.base_url).path.rstrip('/')}{path}?{urlencode(params, safe=',|')}", self._secret)
+        return params
+
+    async def metadata(self, lat: float, lon: float) -> dict:
+        path = "/maps/api/streetview/metadata"
+        params = self._params(path, {"location": f"{lat:.7f},{lon:.7f}", "radius": f"{self.cfg.radius_m:g}", "source": self.cfg.source})
+        res = await http_get(self.session, self.cfg.base_url.rstrip("/") + path, params, self.http, "street")
+        if res.status != 200:
+            raise StageError(f"street.http_{res.status}", f"Street View metadata answered HTTP {res.status}")
+        try:
+            doc = json.loads(res.body)
+        except ValueError:
+            raise StageError("street.bad_metadata", "Street View metadata is not JSON") from None
+        status = doc.get("status", "<missing>")
+        if status != "OK":
+            reason = METADATA_FAILURES.get(status, "street.unexpected_status")
+            detail = doc.get("error_message", "")
+            raise StageError(reason, f"Street View metadata status {status}" + (f": {detail}" if detail else ""))
+        if not doc.get("pano_id") or "location" not in doc:
+            raise StageError("street.bad_metadata", "Street View metadata OK but without pano_id/location")
+        return doc
+
+    async def view(self, pano_id: str, heading: float) -> StreetView:
+        c = self.cfg
+        path = "/maps/api/streetview"
+        params = self._params(
+            path,
+            {
+                "pano": pano_id,
+                "size": f"{c.width}x{c.height}",
+                "heading": f"{heading:g}",
+                "fov": f"{c.fov:g}",
+                "pitch": f"{c.pitch:g}",
+                "return_error_code": "true",  # a 404 instead of the grey "no imagery" picture
+            },
+        )
+        res = await http_get(self.session, c.base_url.rstrip("/") + path, params, self.http, "street")
+        if res.status != 200:
+            raise StageError(f"street.http_{res.status}", f"Street View image (heading {heading:g}) answered HTTP {res.status}")
+        img = decode_image(res.body, "street", f"Street View image (heading {heading:g})")
+        if img.size != (c.width, c.height):
+            raise StageError("street.bad_image", f"Street View image is {img.size}, asked for {c.width}x{c.height}")
+        fmt = (img.format or "jpeg").lower()
+        return StreetView(heading, c.fov, c.pitch, c.width, c.height, res.body, fmt)
+
+    async def capture(self, lat: float, lon: float) -> StreetCapture:
+        meta = await self.metadata(lat, lon)
+        plat, plon = float(meta["location"]["lat"]), float(meta["location"]["lng"])
+        views = await asyncio.gather(*(self.view(meta["pano_id"], h) for h in self.cfg.headings))
+        return StreetCapture(
+            provider=self.name,
+            pano_id=str(meta["pano_id"]),
+            lat=plat,
+            lon=plon,
+            capture_date=meta.get("date"),
+            distance_m=round(distance_m(lat, lon, plat, plon), 2),
+            views=tuple(views),
+            copyright=meta.get("copyright"),
+        )

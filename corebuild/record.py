@@ -1,0 +1,121 @@
+"""The one record type that flows through every stage.
+
+A `Record` is frozen; a stage returns a new one with its fields filled in (`dataclasses.replace`)
+or marks it failed. A failed record keeps flowing to the writer so every sampled point ends as a
+row: kept, or failed with a reason.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Optional
+
+STATUS_PENDING = "pending"
+STATUS_KEPT = "kept"
+STATUS_FAILED = "failed"
+
+
+def make_sample_id(region_id: str, seed: int, point_index: int) -> str:
+    """Stable key: the same region, seed and point index always give the same id."""
+    return f"{region_id}-s{seed}-{point_index:07d}"
+
+
+@dataclass(frozen=True)
+class StreetView:
+    heading: float  # degrees clockwise from north
+    fov: float
+    pitch: float
+    width: int
+    height: int
+    image: bytes  # encoded as fetched (JPEG from Street View)
+    image_format: str = "jpeg"
+
+
+@dataclass(frozen=True)
+class StreetCapture:
+    provider: str
+    pano_id: str
+    lat: float  # where the camera stood (snapped), not the sampled point
+    lon: float
+    capture_date: Optional[str]  # "YYYY-MM" as the provider reports it
+    distance_m: float  # from the sampled point to the camera
+    views: tuple[StreetView, ...]
+    copyright: Optional[str] = None
+
+
+@dataclass(frozen=True)
+class AerialCrop:
+    provider: str
+    zoom: int
+    width: int
+    height: int
+    west: float
+    south: float
+    east: float
+    north: float
+    center_lat: float
+    center_lon: float
+    gsd_m: float  # ground metres per pixel at the crop centre
+    tiles: int  # how many tiles were stitched
+    image: bytes
+    image_format: str = "png"
+    attribution: Optional[str] = None
+
+
+@dataclass(frozen=True)
+class OcrText:
+    heading: float
+    text: str
+    confidence: float
+    box: tuple[tuple[float, float], ...]  # polygon in pixel coordinates of that view
+
+
+@dataclass(frozen=True)
+class Description:
+    text: str
+    backend: str
+    model_id: str
+    prompt_id: str
+    prompt_hash: str
+
+
+@dataclass(frozen=True)
+class Record:
+    sample_id: str
+    region_id: str
+    seed: int
+    point_index: int
+    lat: float
+    lon: float
+    status: str = STATUS_PENDING
+    failure_reason: Optional[str] = None  # short code, "<stage>.<kind>", used for counts
+    error: Optional[str] = None  # human-readable message, never holds secrets
+    street: Optional[StreetCapture] = None
+    aerial: Optional[AerialCrop] = None
+    ocr: Optional[tuple[OcrText, ...]] = None
+    ocr_backend: Optional[str] = None
+    description: Optional[Description] = None
+    timings: tuple[tuple[str, float], ...] = field(default=())
+
+    @property
+    def failed(self) -> bool:
+        return self.status == STATUS_FAILED
+
+    def with_(self, **changes) -> "Record":
+        return dataclasses.replace(self, **changes)
+
+    def fail(self, reason: str, error: str) -> "Record":
+        """Mark failed. The first failure wins: later stages pass failed records through."""
+        if self.failed:
+            return self
+        return dataclasses.replace(self, status=STATUS_FAILED, failure_reason=reason, error=error)
+
+    def timed(self, stage: str, seconds: float) -> "Record":
+        return dataclasses.replace(self, timings=self.timings + ((stage, round(seconds, 4)),))
+
+    def finish(self) -> "Record":
+        """Called by the writer: a record that survived every stage is kept."""
+        if self.failed:
+            return self
+        return dataclasses.replace(self, status=STATUS_KEPT)

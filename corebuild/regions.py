@@ -1,0 +1,165 @@
+"""Region manifests: load and validate `region_manifests/<id>.json`."""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional
+
+import shapely
+from shapely.geometry import Polygon, shape
+from shapely.validation import explain_validity
+
+from .errors import ManifestError
+from .geo import equal_area
+
+CONTINENTS = ("Africa", "Antarctica", "Asia", "Europe", "North America", "Oceania", "South America")
+IMAGERY_SOURCES = ("providers", "synthetic")
+_ID_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
+_LANG_RE = re.compile(r"^[a-z]{2,3}(_[a-z]{2,4})?$")
+MAX_AREA_KM2 = 50_000.0
+
+
+@dataclass(frozen=True)
+class SyntheticWorldSpec:
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class Region:
+    id: str
+    name: str
+    country: str
+    continent: str
+    polygon: Polygon  # WGS84, lon/lat
+    ocr_languages: tuple[tuple[str, ...], ...]
+    quota: int
+    imagery: str = "providers"  # "synthetic": served by corebuild.synthetic on loopback
+    synthetic_world: Optional[SyntheticWorldSpec] = None
+    providers: dict[str, Any] = field(default_factory=dict)
+    source_path: str = ""
+
+    @property
+    def centroid(self) -> tuple[float, float]:
+        """(lat, lon) of the polygon centroid."""
+        c = self.polygon.centroid
+        return c.y, c.x
+
+    def area_km2(self) -> float:
+        lat, lon = self.centroid
+        fwd, _ = equal_area(lat, lon)
+        return shapely.transform(self.polygon, lambda xy: _stack(fwd.transform(xy[:, 0], xy[:, 1]))).area / 1e6
+
+
+def _stack(xy):
+    import numpy as np
+
+    return np.column_stack(xy)
+
+
+def _require(doc: dict, key: str, kind: type | tuple, path: str) -> Any:
+    if key not in doc:
+        raise ManifestError(path, key, "missing")
+    value = doc[key]
+    if isinstance(value, bool) and kind is int or not isinstance(value, kind):
+        names = kind.__name__ if isinstance(kind, type) else "/".join(k.__name__ for k in kind)
+        raise ManifestError(path, key, f"expected {names}, got {type(value).__name__}")
+    return value
+
+
+def parse_polygon(value: Any, path: str) -> Polygon:
+    if not isinstance(value, dict) or value.get("type") != "Polygon":
+        raise ManifestError(path, "polygon", 'expected a GeoJSON object with "type": "Polygon"')
+    try:
+        poly = shape(value)
+    except Exception as exc:  # shapely raises several kinds for malformed coordinates
+        raise ManifestError(path, "polygon", f"cannot read coordinates: {exc}") from None
+    if poly.is_empty:
+        raise ManifestError(path, "polygon", "empty polygon")
+    minx, miny, maxx, maxy = poly.bounds
+    if minx < -180 or maxx > 180 or miny < -90 or maxy > 90:
+        raise ManifestError(path, "polygon", f"outside WGS84 bounds (lon/lat order?): {poly.bounds}")
+    if not poly.is_valid:
+        raise ManifestError(path, "polygon", f"invalid geometry: {explain_validity(poly)}")
+    if poly.area == 0:
+        raise ManifestError(path, "polygon", "zero-area polygon")
+    if maxx - minx > 180:
+        raise ManifestError(path, "polygon", "spans more than 180 degrees of longitude (antimeridian?); split it")
+    return poly
+
+
+def parse_region(doc: Any, path: str) -> Region:
+    if not isinstance(doc, dict):
+        raise ManifestError(path, "<root>", "expected a JSON object")
+    rid = _require(doc, "id", str, path)
+    if not _ID_RE.match(rid):
+        raise ManifestError(path, "id", f"{rid!r} is not a safe slug (a-z, 0-9, '-', '_')")
+    name = _require(doc, "name", str, path)
+    country = _require(doc, "country", str, path)
+    if not re.fullmatch(r"[A-Z]{2}", country):
+        raise ManifestError(path, "country", f"{country!r} is not an ISO 3166-1 alpha-2 code")
+    continent = _require(doc, "continent", str, path)
+    if continent not in CONTINENTS:
+        raise ManifestError(path, "continent", f"{continent!r} not one of {', '.join(CONTINENTS)}")
+    polygon = parse_polygon(doc.get("polygon"), path) if "polygon" in doc else None
+    if polygon is None:
+        raise ManifestError(path, "polygon", "missing")
+    groups = _require(doc, "ocr_languages", list, path)
+    if not groups or not all(isinstance(g, list) and g for g in groups):
+        raise ManifestError(path, "ocr_languages", "expected a non-empty list of non-empty lists")
+    for g in groups:
+        for code in g:
+            if not isinstance(code, str) or not _LANG_RE.match(code):
+                raise ManifestError(path, "ocr_languages", f"{code!r} is not a language code")
+    quota = _require(doc, "quota", int, path)
+    if quota <= 0:
+        raise ManifestError(path, "quota", f"must be positive, got {quota}")
+    imagery = doc.get("imagery", "providers")
+    if imagery not in IMAGERY_SOURCES:
+        raise ManifestError(path, "imagery", f"{imagery!r} not one of {IMAGERY_SOURCES}")
+    world = None
+    if imagery == "synthetic":
+        spec = doc.get("synthetic_world", {})
+        if not isinstance(spec, dict) or not isinstance(spec.get("seed", 0), int):
+            raise ManifestError(path, "synthetic_world", 'expected {"seed": <int>}')
+        world = SyntheticWorldSpec(seed=spec.get("seed", 0))
+    providers = doc.get("providers", {})
+    if not isinstance(providers, dict):
+        raise ManifestError(path, "providers", "expected an object")
+    region = Region(
+        id=rid,
+        name=name,
+        country=country,
+        continent=continent,
+        polygon=polygon,
+        ocr_languages=tuple(tuple(g) for g in groups),
+        quota=quota,
+        imagery=imagery,
+        synthetic_world=world,
+        providers=providers,
+        source_path=path,
+    )
+    area = region.area_km2()
+    if area > MAX_AREA_KM2:
+        raise ManifestError(path, "polygon", f"area {area:.0f} km² exceeds {MAX_AREA_KM2:.0f} km²")
+    return region
+
+
+def load_region(region_id: str, manifests_dir: str | Path) -> Region:
+    if not _ID_RE.match(region_id):
+        raise ManifestError(str(region_id), "id", "not a safe region id (a-z, 0-9, '-', '_')")
+    path = Path(manifests_dir) / f"{region_id}.json"
+    if not path.is_file():
+        known = sorted(p.stem for p in Path(manifests_dir).glob("*.json")) if Path(manifests_dir).is_dir() else []
+        hint = f"; known regions: {', '.join(known[:10])}{' …' if len(known) > 10 else ''}" if known else ""
+        raise ManifestError(str(path), "<file>", f"no manifest for region {region_id!r}{hint}")
+    try:
+        doc = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as exc:
+        raise ManifestError(str(path), "<json>", f"line {exc.lineno} column {exc.colno}: {exc.msg}") from None
+    region = parse_region(doc, str(path))
+    if region.id != region_id:
+        raise ManifestError(str(path), "id", f"{region.id!r} does not match file name {region_id!r}")
+    return region

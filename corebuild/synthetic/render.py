@@ -1,0 +1,329 @@
+"""Render the synthetic world: street-level views (pinhole camera) and top-down XYZ tiles.
+
+Both come from the same geometry, so what a street view shows (a red building with a sign) is
+where the aerial crop shows it. Also answers which signs a view shows cleanly (OCR ground truth).
+"""
+
+from __future__ import annotations
+
+import io
+import math
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import TYPE_CHECKING
+
+import mercantile
+import numpy as np
+import shapely
+from PIL import Image, ImageDraw, ImageFont
+from shapely.geometry import LineString, Point, Polygon, box
+
+if TYPE_CHECKING:
+    from .world import Building, Sign, World
+
+SKY_TOP = (110, 160, 225)
+SKY_HORIZON = (205, 222, 240)
+GROUND = (148, 158, 118)
+SIDEWALK = (176, 174, 168)
+ASPHALT = (78, 80, 84)
+MARKING = (238, 238, 232)
+GRASS = (92, 150, 66)
+WATER = (60, 110, 170)
+TREE = (48, 112, 44)
+TRUNK = (92, 64, 40)
+EYE_HEIGHT_M = 2.5
+FAR_M = 160.0
+NEAR_M = 0.5
+
+
+@lru_cache(maxsize=4)
+def _font(size: int) -> ImageFont.FreeTypeFont:
+    # Pillow's bundled scalable font: identical on every machine, no system fonts needed.
+    return ImageFont.load_default(size=size)
+
+
+@lru_cache(maxsize=512)
+def sign_texture(text: str, background: tuple, foreground: tuple) -> Image.Image:
+    font = _font(64)
+    left, top, right, bottom = font.getbbox(text, stroke_width=2)
+    pad = 18
+    img = Image.new("RGB", (right - left + 2 * pad, 64 + 2 * pad), background)
+    # A light stroke makes the bundled regular face read like the bold faces of shop signs.
+    ImageDraw.Draw(img).text((pad - left, pad + (64 - (bottom - top)) // 2 - top), text, font=font, fill=foreground, stroke_width=2, stroke_fill=foreground)
+    return img
+
+
+@dataclass(frozen=True)
+class Camera:
+    x: float
+    y: float
+    heading: float  # degrees clockwise from north
+    fov: float = 90.0  # horizontal
+    pitch: float = 0.0
+    width: int = 640
+    height: int = 640
+    eye: float = EYE_HEIGHT_M
+
+    @property
+    def focal(self) -> float:
+        return (self.width / 2) / math.tan(math.radians(self.fov) / 2)
+
+    @property
+    def forward(self) -> tuple[float, float]:
+        h = math.radians(self.heading)
+        return math.sin(h), math.cos(h)
+
+    @property
+    def right(self) -> tuple[float, float]:
+        h = math.radians(self.heading)
+        return math.cos(h), -math.sin(h)
+
+    def to_camera(self, pts: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """World (N,3) -> depth along the optical axis, right, up (camera frame)."""
+        fx, fy = self.forward
+        rx, ry = self.right
+        dx, dy, dz = pts[:, 0] - self.x, pts[:, 1] - self.y, pts[:, 2] - self.eye
+        fwd = dx * fx + dy * fy
+        rgt = dx * rx + dy * ry
+        p = math.radians(self.pitch)
+        depth = fwd * math.cos(p) + dz * math.sin(p)
+        up = dz * math.cos(p) - fwd * math.sin(p)
+        return depth, rgt, up
+
+    def project(self, pts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        depth, rgt, up = self.to_camera(pts)
+        d = np.maximum(depth, 0.05)
+        u = self.width / 2 + self.focal * rgt / d
+        v = self.height / 2 - self.focal * up / d
+        return np.column_stack([u, v]), depth
+
+    def frustum(self, far: float = FAR_M) -> Polygon:
+        """The ground-plane footprint of what the camera can see, for clipping and queries."""
+        fx, fy = self.forward
+        rx, ry = self.right
+        t = (self.width / 2) / self.focal * 1.05
+        pts = []
+        for dist, side in ((NEAR_M, -1), (far, -1), (far, 1), (NEAR_M, 1)):
+            pts.append((self.x + fx * dist + rx * dist * t * side, self.y + fy * dist + ry * dist * t * side))
+        return Polygon(pts)
+
+
+def _shade(rgb, factor: float) -> tuple[int, int, int]:
+    return tuple(max(0, min(255, int(c * factor))) for c in rgb)  # type: ignore[return-value]
+
+
+def _polygons(geom):
+    if geom.is_empty:
+        return []
+    return list(getattr(geom, "geoms", [geom]))
+
+
+def _draw_ground(draw: ImageDraw.ImageDraw, cam: Camera, geoms, colour, frustum: Polygon) -> None:
+    for g in geoms:
+        for poly in _polygons(g.intersection(frustum)):
+            if not isinstance(poly, Polygon):
+                continue
+            xy = np.asarray(poly.exterior.coords)
+            uv, _ = cam.project(np.column_stack([xy, np.zeros(len(xy))]))
+            draw.polygon([tuple(p) for p in uv], fill=colour)
+
+
+def _perspective_coeffs(dst: list[tuple[float, float]], src: list[tuple[float, float]]) -> list[float]:
+    """Coefficients for PIL's PERSPECTIVE transform mapping output points `dst` to input `src`."""
+    rows, rhs = [], []
+    for (x, y), (u, v) in zip(dst, src):
+        rows.append([x, y, 1, 0, 0, 0, -u * x, -u * y])
+        rows.append([0, 0, 0, x, y, 1, -v * x, -v * y])
+        rhs += [u, v]
+    return np.linalg.solve(np.asarray(rows, float), np.asarray(rhs, float)).tolist()
+
+
+def _sign_corners(sign: "Sign") -> np.ndarray:
+    (lx, ly), (rx, ry) = sign.left, sign.right
+    return np.array([[lx, ly, sign.z1], [rx, ry, sign.z1], [rx, ry, sign.z0], [lx, ly, sign.z0]], float)
+
+
+def _draw_sign(img: Image.Image, cam: Camera, sign: "Sign") -> None:
+    uv, depth = cam.project(_sign_corners(sign))
+    if np.any(depth < 1.0):
+        return
+    x0, y0 = np.floor(uv.min(axis=0)).astype(int)
+    x1, y1 = np.ceil(uv.max(axis=0)).astype(int)
+    cx0, cy0 = max(x0, 0), max(y0, 0)
+    cx1, cy1 = min(x1, img.width), min(y1, img.height)
+    if cx1 - cx0 < 2 or cy1 - cy0 < 2:
+        return
+    tex = sign_texture(sign.text, sign.background, sign.foreground)
+    tw, th = tex.size
+    dst = [(float(u - cx0), float(v - cy0)) for u, v in uv]
+    coeffs = _perspective_coeffs(dst, [(0, 0), (tw, 0), (tw, th), (0, th)])
+    size = (cx1 - cx0, cy1 - cy0)
+    patch = tex.transform(size, Image.Transform.PERSPECTIVE, coeffs, Image.Resampling.BICUBIC)
+    mask = Image.new("L", tex.size, 255).transform(size, Image.Transform.PERSPECTIVE, coeffs, Image.Resampling.BILINEAR)
+    img.paste(patch, (cx0, cy0), mask)
+
+
+def _draw_building(img, draw, cam: Camera, b: "Building", frustum: Polygon) -> None:
+    cam_pt = (cam.x, cam.y)
+    walls = []
+    for p, q, (nx, ny) in b.walls:
+        mx, my = (p[0] + q[0]) / 2, (p[1] + q[1]) / 2
+        if nx * (cam_pt[0] - mx) + ny * (cam_pt[1] - my) <= 0:
+            continue  # back face
+        seg = LineString([p, q]).intersection(frustum)
+        if seg.is_empty or not isinstance(seg, LineString):
+            continue
+        (ax, ay), (bx, by) = seg.coords[0], seg.coords[-1]
+        quad = np.array([[ax, ay, 0], [bx, by, 0], [bx, by, b.height], [ax, ay, b.height]], float)
+        uv, _ = cam.project(quad)
+        light = 1.0 - 0.12 * abs(nx) - (0.18 if ny > 0.5 else 0.0)
+        walls.append((uv, light, (nx, ny)))
+    for uv, light, _ in walls:
+        draw.polygon([tuple(p) for p in uv], fill=_shade(b.facade_rgb, light))
+        draw.line([tuple(uv[2]), tuple(uv[3])], fill=_shade(b.facade_rgb, light * 0.6), width=2)
+    if b.sign is not None and any(abs(n[0] - b.sign.normal[0]) + abs(n[1] - b.sign.normal[1]) < 1e-6 for *_, n in walls):
+        _draw_sign(img, cam, b.sign)
+
+
+def _draw_tree(draw, cam: Camera, t) -> None:
+    crown_z = t.height - t.crown_r
+    uv, depth = cam.project(np.array([[t.x, t.y, 0.0], [t.x, t.y, crown_z]], float))
+    if depth[1] < 1.0:
+        return
+    r_px = cam.focal * t.crown_r / depth[1]
+    trunk_px = max(1.0, cam.focal * 0.18 / depth[1])
+    (u0, v0), (u1, v1) = uv
+    draw.rectangle([u0 - trunk_px, v1, u0 + trunk_px, v0], fill=TRUNK)
+    draw.ellipse([u1 - r_px, v1 - r_px * 1.1, u1 + r_px, v1 + r_px * 0.9], fill=TREE)
+
+
+def render_street(world: "World", cam: Camera) -> Image.Image:
+    img = Image.new("RGB", (cam.width, cam.height), SKY_HORIZON)
+    draw = ImageDraw.Draw(img)
+    horizon = cam.height / 2 + cam.focal * math.tan(math.radians(cam.pitch))
+    top = int(max(0, min(cam.height, horizon)))
+    for v in range(top):
+        t = v / max(1, horizon)
+        draw.line([(0, v), (cam.width, v)], fill=tuple(int(a + (b - a) * t) for a, b in zip(SKY_TOP, SKY_HORIZON)))
+    draw.rectangle([0, top, cam.width, cam.height], fill=GROUND)
+
+    frustum = cam.frustum()
+    _draw_ground(draw, cam, [g for g in world.walk_polygons if g.intersects(frustum)], SIDEWALK, frustum)
+    _draw_ground(draw, cam, [g for g in world.parks if g.intersects(frustum)], GRASS, frustum)
+    if world.lake is not None:
+        _draw_ground(draw, cam, [world.lake], WATER, frustum)
+    _draw_ground(draw, cam, [g for g in world.road_polygons if g.intersects(frustum)], ASPHALT, frustum)
+    dashes = [world.road_dashes[int(i)] for i in world.dash_tree.query(frustum)]
+    _draw_ground(draw, cam, dashes, MARKING, frustum)
+
+    objects = []
+    for i in world.building_tree.query(frustum):
+        b = world.buildings[int(i)]
+        objects.append((b.footprint.distance(Point(cam.x, cam.y)), "b", b))
+    for i in world.tree_tree.query(frustum):
+        t = world.trees[int(i)]
+        objects.append((math.hypot(t.x - cam.x, t.y - cam.y), "t", t))
+    objects.sort(key=lambda o: -o[0])  # painter's algorithm: far to near
+    for _, kind, obj in objects:
+        if kind == "b":
+            _draw_building(img, draw, cam, obj, frustum)
+        else:
+            _draw_tree(draw, cam, obj)
+    return img
+
+
+def clean_signs(world: "World", cam: Camera, max_distance_m: float = 45.0, min_char_px: float = 10.0) -> list["Sign"]:
+    """Signs a view shows whole, facing the camera, unoccluded and large enough to read.
+
+    This is the OCR ground truth: what a good OCR engine should read from this view.
+    """
+    out = []
+    frustum = cam.frustum(max_distance_m)
+    for i in world.building_tree.query(frustum):
+        b = world.buildings[int(i)]
+        s = b.sign
+        if s is None:
+            continue
+        cx, cy, _ = s.center
+        dist = math.hypot(cx - cam.x, cy - cam.y)
+        if dist > max_distance_m or dist < 2.0:
+            continue
+        if (s.normal[0] * (cam.x - cx) + s.normal[1] * (cam.y - cy)) / dist < 0.5:
+            continue  # seen at more than 60 degrees off its face
+        corners = _sign_corners(s)
+        uv, depth = cam.project(corners)
+        if np.any(depth < 1.0) or uv[:, 0].min() < 4 or uv[:, 1].min() < 4:
+            continue
+        if uv[:, 0].max() > cam.width - 4 or uv[:, 1].max() > cam.height - 4:
+            continue
+        char_h = cam.focal * (s.z1 - s.z0) * 0.5 / max(depth.mean(), 1e-6)
+        char_w = (uv[:, 0].max() - uv[:, 0].min()) / max(1, len(s.text))
+        if char_h < min_char_px or char_w < min_char_px * 0.5:
+            continue
+        if _occluded(world, cam, b, np.vstack([corners, [s.center]])):
+            continue
+        out.append(s)
+    return out
+
+
+def _occluded(world: "World", cam: Camera, own: "Building", pts: np.ndarray) -> bool:
+    for x, y, _ in pts:
+        d = math.hypot(x - cam.x, y - cam.y)
+        # Stop a little short of the sign so its own wall does not count.
+        ex, ey = cam.x + (x - cam.x) * (d - 0.3) / d, cam.y + (y - cam.y) * (d - 0.3) / d
+        ray = LineString([(cam.x, cam.y), (ex, ey)])
+        for i in world.building_tree.query(ray):
+            if world.buildings[int(i)].footprint.intersects(ray):
+                return True
+        for i in world.tree_tree.query(ray):
+            t = world.trees[int(i)]
+            if Point(t.x, t.y).buffer(t.crown_r, 8).intersects(ray):
+                return True
+    return False
+
+
+def encode(img: Image.Image, fmt: str, quality: int = 90) -> bytes:
+    buf = io.BytesIO()
+    if fmt.lower() in ("jpg", "jpeg"):
+        img.save(buf, "JPEG", quality=quality)
+    else:
+        img.save(buf, "PNG", optimize=False, compress_level=3)
+    return buf.getvalue()
+
+
+def render_tile(world: "World", z: int, x: int, y: int, size: int = 256) -> Image.Image:
+    """A north-up Web Mercator tile of the world, drawn at 2x and downsampled (anti-aliasing)."""
+    ss = size * 2
+    left, bottom, right, top = mercantile.xy_bounds(x, y, z)
+    scale = ss / (right - left)
+    tile_box = box(left, bottom, right, top)
+    img = Image.new("RGB", (ss, ss), GROUND)
+    draw = ImageDraw.Draw(img)
+    layers = world.mercator_layers
+
+    def to_px(xy: np.ndarray) -> list[tuple[float, float]]:
+        return [((px - left) * scale, (top - py) * scale) for px, py in xy]
+
+    def fill(layer: str, colour_of, outline_of=None) -> None:
+        geoms, tree = layers[layer]
+        for i in tree.query(tile_box):
+            g = geoms[int(i)].intersection(tile_box.buffer((right - left) * 0.05))
+            for poly in _polygons(g):
+                if isinstance(poly, Polygon):
+                    outline = outline_of(int(i)) if outline_of else None
+                    draw.polygon(to_px(np.asarray(poly.exterior.coords)), fill=colour_of(int(i)), outline=outline, width=3 if outline else 0)
+
+    fill("parks", lambda i: GRASS)
+    fill("lake", lambda i: WATER)
+    fill("walks", lambda i: SIDEWALK)
+    fill("roads", lambda i: ASPHALT)
+    fill("marks", lambda i: MARKING)
+    fill("buildings", lambda i: world.buildings[i].roof_rgb, lambda i: _shade(world.buildings[i].roof_rgb, 0.6))
+    fill("trees", lambda i: TREE, lambda i: _shade(TREE, 0.7))
+    return img.resize((size, size), Image.Resampling.LANCZOS)
+
+
+def tile_has_world(world: "World", z: int, x: int, y: int) -> bool:
+    left, bottom, right, top = mercantile.xy_bounds(x, y, z)
+    ext = world.mercator(box(*world.extent))
+    return bool(shapely.intersects(ext, box(left, bottom, right, top)))

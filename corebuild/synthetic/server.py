@@ -1,0 +1,219 @@
+"""Serve the synthetic world over loopback HTTP in real providers' wire formats.
+
+- Google Street View Static API: `GET /maps/api/streetview/metadata` (JSON with `status`,
+  `pano_id`, `location`, `date`, `copyright`) and `GET /maps/api/streetview` (JPEG), with the
+  API's parameters (`location` or `pano`, `size`, `heading`, `fov`, `pitch`, `radius`, `source`,
+  `return_error_code`, `key`) and its error behaviour.
+- XYZ tiles: `GET /tiles/{z}/{x}/{y}.png` (256-px Web Mercator PNG).
+
+The real clients in `corebuild.providers` talk to it exactly as they talk to the real services.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import subprocess
+import sys
+import threading
+from dataclasses import dataclass
+from typing import Optional
+
+from aiohttp import web
+from PIL import Image, ImageDraw
+
+from .render import Camera, encode, render_street, render_tile
+from .world import World
+
+MAX_SIZE = 640
+_LOC_RE = re.compile(r"^\s*(-?\d+(?:\.\d+)?)\s*,\s*(-?\d+(?:\.\d+)?)\s*$")
+_SIZE_RE = re.compile(r"^(\d{1,4})x(\d{1,4})$")
+COPYRIGHT = "© corebuild synthetic world"
+
+
+def _status(status: str, message: Optional[str] = None) -> web.Response:
+    body = {"status": status}
+    if message:
+        body["error_message"] = message
+    return web.json_response(body)
+
+
+def _no_imagery_image(w: int, h: int) -> bytes:
+    # Street View answers "no imagery" with a grey placeholder unless return_error_code=true.
+    img = Image.new("RGB", (w, h), (228, 227, 223))
+    ImageDraw.Draw(img).text((w // 2 - 60, h // 2), "Sorry, we have no imagery here.", fill=(120, 120, 120))
+    return encode(img, "jpeg")
+
+
+class SyntheticServer:
+    def __init__(self, world: World):
+        self.world = world
+        self.requests = {"metadata": 0, "image": 0, "tile": 0}
+
+    def _find(self, q) -> tuple[Optional[str], Optional[object]]:
+        """(error status, pano) for the location/pano parameters of a request."""
+        radius = q.get("radius", "50")
+        try:
+            radius_m = float(radius)
+        except ValueError:
+            return "INVALID_REQUEST", None
+        if "pano" in q:
+            pano = self.world.pano(q["pano"])
+            return (None, pano) if pano else ("ZERO_RESULTS", None)
+        m = _LOC_RE.match(q.get("location", ""))
+        if not m:
+            return "INVALID_REQUEST", None
+        lat, lon = float(m.group(1)), float(m.group(2))
+        if not (-90 <= lat <= 90 and -180 <= lon <= 180) or radius_m < 0:
+            return "INVALID_REQUEST", None
+        pano = self.world.snap(lat, lon, radius_m)
+        return (None, pano) if pano else ("ZERO_RESULTS", None)
+
+    async def metadata(self, request: web.Request) -> web.Response:
+        self.requests["metadata"] += 1
+        q = request.query
+        if not q.get("key") and not q.get("client"):
+            return _status("REQUEST_DENIED", "You must use an API key to authenticate each request to Google Maps Platform APIs.")
+        err, pano = self._find(q)
+        if err:
+            return _status(err)
+        return web.json_response(
+            {
+                "copyright": COPYRIGHT,
+                "date": pano.date,
+                "location": {"lat": pano.lat, "lng": pano.lon},
+                "pano_id": pano.id,
+                "status": "OK",
+            }
+        )
+
+    async def image(self, request: web.Request) -> web.Response:
+        self.requests["image"] += 1
+        q = request.query
+        if not q.get("key") and not q.get("client"):
+            return web.Response(status=403, text="The Google Maps Platform server rejected your request. API key missing.")
+        m = _SIZE_RE.match(q.get("size", ""))
+        if not m:
+            return web.Response(status=400, text="Invalid request. Missing the 'size' parameter.")
+        w, h = int(m.group(1)), int(m.group(2))
+        if not (1 <= w <= MAX_SIZE and 1 <= h <= MAX_SIZE):
+            return web.Response(status=400, text=f"Invalid request. size must be at most {MAX_SIZE}x{MAX_SIZE}.")
+        try:
+            heading = float(q.get("heading", "0")) % 360
+            fov = float(q.get("fov", "90"))
+            pitch = float(q.get("pitch", "0"))
+        except ValueError:
+            return web.Response(status=400, text="Invalid request. heading, fov and pitch must be numbers.")
+        if not (10 <= fov <= 120 and -90 <= pitch <= 90):
+            return web.Response(status=400, text="Invalid request. fov must be 10..120 and pitch -90..90.")
+        err, pano = self._find(q)
+        if err == "INVALID_REQUEST":
+            return web.Response(status=400, text="Invalid request. Invalid 'location' or 'pano' parameter.")
+        if err:
+            if q.get("return_error_code") == "true":
+                return web.Response(status=404, text="No imagery at this location.")
+            return web.Response(body=_no_imagery_image(w, h), content_type="image/jpeg")
+        cam = Camera(pano.x, pano.y, heading, fov, pitch, w, h)
+        body = encode(render_street(self.world, cam), "jpeg")
+        return web.Response(body=body, content_type="image/jpeg")
+
+    async def tile(self, request: web.Request) -> web.Response:
+        self.requests["tile"] += 1
+        try:
+            z, x, y = (int(request.match_info[k]) for k in ("z", "x", "y"))
+        except ValueError:
+            return web.Response(status=400, text="bad tile address")
+        if not (0 <= z <= 22 and 0 <= x < 2**z and 0 <= y < 2**z):
+            return web.Response(status=404, text="tile out of range")
+        body = encode(render_tile(self.world, z, x, y), "png")
+        return web.Response(body=body, content_type="image/png", headers={"Cache-Control": "max-age=86400"})
+
+    def app(self) -> web.Application:
+        app = web.Application()
+        app.router.add_get("/maps/api/streetview/metadata", self.metadata)
+        app.router.add_get("/maps/api/streetview", self.image)
+        app.router.add_get("/tiles/{z}/{x}/{y}.png", self.tile)
+        app.router.add_get("/healthz", lambda r: web.Response(text="ok"))
+        return app
+
+
+@dataclass
+class RunningServer:
+    base_url: str
+    stop: callable  # type: ignore[valid-type]
+
+    @property
+    def streetview_url(self) -> str:
+        return self.base_url
+
+    @property
+    def tile_template(self) -> str:
+        return f"{self.base_url}/tiles/{{z}}/{{x}}/{{y}}.png"
+
+
+def serve_in_thread(world: World, host: str = "127.0.0.1", port: int = 0) -> RunningServer:
+    """Start the server on a background thread (tests); returns once it is listening."""
+    loop = asyncio.new_event_loop()
+    started = threading.Event()
+    box: dict = {}
+
+    async def _start():
+        runner = web.AppRunner(SyntheticServer(world).app(), access_log=None)
+        await runner.setup()
+        site = web.TCPSite(runner, host, port)
+        await site.start()
+        box["runner"] = runner
+        box["port"] = runner.addresses[0][1]
+        started.set()
+
+    def _run():
+        asyncio.set_event_loop(loop)
+        loop.run_until_complete(_start())
+        loop.run_forever()
+
+    thread = threading.Thread(target=_run, name="synthetic-server", daemon=True)
+    thread.start()
+    if not started.wait(30):
+        raise RuntimeError("synthetic server did not start within 30 s")
+
+    def stop():
+        fut = asyncio.run_coroutine_threadsafe(box["runner"].cleanup(), loop)
+        fut.result(10)
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(10)
+
+    return RunningServer(f"http://{host}:{box['port']}", stop)
+
+
+def serve_forever(world: World, host: str = "127.0.0.1", port: int = 0) -> None:
+    """Run in the foreground; prints `listening on <url>` once ready (the parent reads it)."""
+
+    async def _main():
+        runner = web.AppRunner(SyntheticServer(world).app(), access_log=None)
+        await runner.setup()
+        await web.TCPSite(runner, host, port).start()
+        print(f"listening on http://{host}:{runner.addresses[0][1]}", flush=True)
+        await asyncio.Event().wait()
+
+    asyncio.run(_main())
+
+
+def serve_in_subprocess(region_id: str, manifests_dir: str, timeout_s: float = 60.0) -> tuple[subprocess.Popen, str]:
+    """Start `corebuild synthetic serve` as a child process (its own core); returns (proc, url)."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "corebuild", "synthetic", "serve", "--region", region_id, "--manifests", manifests_dir],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    timer = threading.Timer(timeout_s, proc.kill)
+    timer.start()
+    try:
+        line = proc.stdout.readline() if proc.stdout else ""
+    finally:
+        timer.cancel()
+    if not line.startswith("listening on "):
+        proc.kill()
+        err = proc.stderr.read() if proc.stderr else ""
+        raise RuntimeError(f"synthetic imagery server failed to start: {err.strip()[-2000:] or line!r}")
+    return proc, line.split("listening on ", 1)[1].strip()

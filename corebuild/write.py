@@ -1,0 +1,197 @@
+"""The shard schema, written once here, and record -> row conversion.
+
+Shards are GeoParquet-compatible: `geometry` holds the sampled point as WKB and the schema carries
+the `geo` metadata key (GeoParquet 1.1, CRS OGC:CRS84), so GeoPandas and DuckDB spatial read
+it as geometry. Images are encoded bytes in binary columns. Failed samples are rows too.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+import pyarrow as pa
+import shapely
+from pyproj import CRS
+from shapely.geometry import Point
+
+from .record import Record
+
+_VIEW = pa.struct(
+    [
+        ("heading", pa.float32()),
+        ("fov", pa.float32()),
+        ("pitch", pa.float32()),
+        ("width", pa.int32()),
+        ("height", pa.int32()),
+        ("format", pa.string()),
+        ("image", pa.binary()),
+    ]
+)
+_OCR = pa.struct(
+    [
+        ("heading", pa.float32()),
+        ("text", pa.string()),
+        ("confidence", pa.float32()),
+        ("box", pa.list_(pa.float32())),  # x1, y1, ..., x4, y4 in the view's pixels
+    ]
+)
+_TIMING = pa.struct([("stage", pa.string()), ("seconds", pa.float32())])
+
+FIELDS: list[tuple[str, pa.DataType, str]] = [
+    ("sample_id", pa.string(), "stable key: <region>-s<seed>-<point index>"),
+    ("region_id", pa.string(), "region manifest id"),
+    ("seed", pa.int32(), "sampling seed"),
+    ("point_index", pa.int32(), "index of the point in the region's sample"),
+    ("lat", pa.float64(), "sampled point latitude, degrees WGS84"),
+    ("lon", pa.float64(), "sampled point longitude, degrees WGS84"),
+    ("geometry", pa.binary(), "sampled point as WKB (GeoParquet primary geometry, OGC:CRS84)"),
+    ("status", pa.string(), "kept | failed"),
+    ("failure_reason", pa.string(), "<stage>.<kind> for failed rows, else null"),
+    ("error", pa.string(), "human-readable failure message (no secrets), else null"),
+    ("street_provider", pa.string(), "street-level provider name"),
+    ("pano_id", pa.string(), "provider's panorama/image id"),
+    ("street_lat", pa.float64(), "camera latitude (snapped by the provider), degrees"),
+    ("street_lon", pa.float64(), "camera longitude, degrees"),
+    ("capture_date", pa.string(), "capture date as the provider reports it (YYYY-MM)"),
+    ("street_distance_m", pa.float64(), "metres from the sampled point to the camera"),
+    ("street_views", pa.list_(_VIEW), "one entry per heading: degrees clockwise from north, encoded image"),
+    ("aerial_provider", pa.string(), "aerial provider name"),
+    ("aerial_image", pa.binary(), "north-up aerial crop centred on the camera, encoded"),
+    ("aerial_format", pa.string(), "jpeg | png"),
+    ("aerial_zoom", pa.int16(), "Web Mercator zoom of the crop"),
+    ("aerial_width", pa.int32(), "pixels"),
+    ("aerial_height", pa.int32(), "pixels"),
+    ("aerial_west", pa.float64(), "crop bounds, degrees"),
+    ("aerial_south", pa.float64(), "crop bounds, degrees"),
+    ("aerial_east", pa.float64(), "crop bounds, degrees"),
+    ("aerial_north", pa.float64(), "crop bounds, degrees"),
+    ("aerial_center_lat", pa.float64(), "true crop centre latitude, degrees"),
+    ("aerial_center_lon", pa.float64(), "true crop centre longitude, degrees"),
+    ("aerial_gsd_m", pa.float64(), "ground metres per pixel at the crop centre"),
+    ("aerial_tiles", pa.int16(), "number of tiles stitched"),
+    ("aerial_attribution", pa.string(), "source attribution, if any"),
+    ("ocr", pa.list_(_OCR), "OCR evidence: text, confidence, box, heading of the view"),
+    ("ocr_backend", pa.string(), "OCR backend and model id"),
+    ("description", pa.string(), "scene description"),
+    ("describer_backend", pa.string(), "template | vllm | openai"),
+    ("describer_model", pa.string(), "model id (\"template\" for the offline describer)"),
+    ("prompt_id", pa.string(), "prompt set id in prompts/"),
+    ("prompt_hash", pa.string(), "sha256 prefix of the prompt set file"),
+    ("stage_seconds", pa.list_(_TIMING), "wall seconds spent per stage on this record"),
+    ("build_id", pa.string(), "build this row came from (see manifest.json)"),
+    ("config_hash", pa.string(), "hash of the content-relevant config"),
+    ("code_version", pa.string(), "corebuild version + git commit"),
+]
+
+COLUMN_DOCS = {name: doc for name, _, doc in FIELDS}
+
+
+def geo_metadata() -> dict[str, Any]:
+    return {
+        "version": "1.1.0",
+        "primary_column": "geometry",
+        "columns": {
+            "geometry": {
+                "encoding": "WKB",
+                "geometry_types": ["Point"],
+                "crs": CRS("OGC:CRS84").to_json_dict(),
+            }
+        },
+    }
+
+
+def shard_schema() -> pa.Schema:
+    fields = [pa.field(name, typ, nullable=name not in ("sample_id", "region_id", "status", "geometry")) for name, typ, _ in FIELDS]
+    return pa.schema(fields, metadata={b"geo": json.dumps(geo_metadata()).encode()})
+
+
+@dataclass(frozen=True)
+class RunStamp:
+    build_id: str
+    config_hash: str
+    code_version: str
+
+
+def record_to_row(rec: Record, stamp: RunStamp) -> dict[str, Any]:
+    s, a, d = rec.street, rec.aerial, rec.description
+    return {
+        "sample_id": rec.sample_id,
+        "region_id": rec.region_id,
+        "seed": rec.seed,
+        "point_index": rec.point_index,
+        "lat": rec.lat,
+        "lon": rec.lon,
+        "geometry": shapely.to_wkb(Point(rec.lon, rec.lat)),
+        "status": rec.status,
+        "failure_reason": rec.failure_reason,
+        "error": rec.error,
+        "street_provider": s.provider if s else None,
+        "pano_id": s.pano_id if s else None,
+        "street_lat": s.lat if s else None,
+        "street_lon": s.lon if s else None,
+        "capture_date": s.capture_date if s else None,
+        "street_distance_m": s.distance_m if s else None,
+        "street_views": [
+            {"heading": v.heading, "fov": v.fov, "pitch": v.pitch, "width": v.width, "height": v.height, "format": v.image_format, "image": v.image}
+            for v in s.views
+        ]
+        if s
+        else None,
+        "aerial_provider": a.provider if a else None,
+        "aerial_image": a.image if a else None,
+        "aerial_format": a.image_format if a else None,
+        "aerial_zoom": a.zoom if a else None,
+        "aerial_width": a.width if a else None,
+        "aerial_height": a.height if a else None,
+        "aerial_west": a.west if a else None,
+        "aerial_south": a.south if a else None,
+        "aerial_east": a.east if a else None,
+        "aerial_north": a.north if a else None,
+        "aerial_center_lat": a.center_lat if a else None,
+        "aerial_center_lon": a.center_lon if a else None,
+        "aerial_gsd_m": a.gsd_m if a else None,
+        "aerial_tiles": a.tiles if a else None,
+        "aerial_attribution": a.attribution if a else None,
+        "ocr": [
+            {"heading": t.heading, "text": t.text, "confidence": t.confidence, "box": [c for xy in t.box for c in xy]} for t in rec.ocr
+        ]
+        if rec.ocr is not None
+        else None,
+        "ocr_backend": rec.ocr_backend,
+        "description": d.text if d else None,
+        "describer_backend": d.backend if d else None,
+        "describer_model": d.model_id if d else None,
+        "prompt_id": d.prompt_id if d else None,
+        "prompt_hash": d.prompt_hash if d else None,
+        "stage_seconds": [{"stage": k, "seconds": v} for k, v in rec.timings],
+        "build_id": stamp.build_id,
+        "config_hash": stamp.config_hash,
+        "code_version": stamp.code_version,
+    }
+
+
+def schema_markdown() -> str:
+    """docs/schema.md, generated from FIELDS so the documentation cannot drift from the writer."""
+    lines = [
+        "# Shard schema",
+        "",
+        "Generated from `corebuild/write.py` (`python -m corebuild.write > docs/schema.md`); a test keeps it in sync.",
+        "",
+        "Each build writes `<output>/<region>/shards/part-*.parquet` (zstd) and `manifest.json`.",
+        "Every sampled point is one row: `status` is `kept` or `failed`, and failed rows carry",
+        "`failure_reason` and `error`. The schema's `geo` metadata key makes the files GeoParquet 1.1",
+        "(primary column `geometry`, WKB points, CRS OGC:CRS84), so GeoPandas and DuckDB spatial read",
+        "the location as geometry.",
+        "",
+        "| column | type | meaning |",
+        "|---|---|---|",
+    ]
+    for name, typ, doc in FIELDS:
+        lines.append(f"| `{name}` | `{typ}` | {doc.replace('|', chr(92) + '|')} |")
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    print(schema_markdown(), end="")

@@ -1,0 +1,144 @@
+"""The build-region pipeline: sample -> fetch -> evidence -> describe -> write."""
+
+from __future__ import annotations
+
+import json
+import logging
+import traceback
+from typing import Sequence
+
+import apache_beam as beam
+from apache_beam.io.parquetio import WriteToParquet
+from apache_beam.metrics import Metrics
+
+from corebuild.config import BuildConfig
+from corebuild.describe import load_describer
+from corebuild.evidence import ocr_record
+from corebuild.fetch import Fetcher
+from corebuild.ocr import load_ocr
+from corebuild.record import Record
+from corebuild.regions import Region
+from corebuild.sample import sample_records, sample_region
+from corebuild.write import RunStamp, record_to_row, shard_schema
+
+log = logging.getLogger("corebuild.pipeline")
+NS = "corebuild"
+SAMPLING_TAG = "sampling"
+
+
+def _fail_batch(batch: Sequence[Record], stage: str, exc: BaseException) -> list[Record]:
+    """A bug in one batch must not take the build down: its records become failure rows."""
+    tb = traceback.format_exception_only(type(exc), exc)[-1].strip()
+    log.error("%s failed on a batch of %d: %s", stage, len(batch), tb)
+    return [r.fail(f"{stage}.internal_error", tb[:500]) for r in batch]
+
+
+class SampleDoFn(beam.DoFn):
+    def __init__(self, cfg: BuildConfig, region: Region):
+        self.cfg, self.region = cfg, region
+
+    def process(self, region_id: str):
+        result = sample_region(self.region, self.cfg.sample)
+        summary = {"region_id": region_id, "requested": result.requested, "sampled": len(result.points), "shortfall": result.shortfall_reason}
+        yield beam.pvalue.TaggedOutput(SAMPLING_TAG, json.dumps(summary))
+        Metrics.counter(NS, "sampled").inc(len(result.points))
+        yield from sample_records(self.region, self.cfg.sample)
+
+
+class FetchDoFn(beam.DoFn):
+    def __init__(self, cfg: BuildConfig):
+        self.cfg = cfg
+
+    def setup(self):
+        self.fetcher = Fetcher(self.cfg.fetch)
+
+    def process(self, batch: list[Record]):
+        try:
+            out = self.fetcher.fetch(batch)
+        except Exception as exc:
+            out = _fail_batch(batch, "fetch", exc)
+        Metrics.counter(NS, "fetched").inc(sum(not r.failed for r in out))
+        yield out
+
+    def teardown(self):
+        if getattr(self, "fetcher", None):
+            self.fetcher.close()
+
+
+class EvidenceDoFn(beam.DoFn):
+    def __init__(self, cfg: BuildConfig):
+        self.cfg = cfg
+
+    def setup(self):
+        self.engine = load_ocr(self.cfg.ocr)  # once per worker: the ONNX sessions are the cost
+
+    def process(self, batch: list[Record]):
+        out = []
+        for rec in batch:
+            try:
+                out.append(ocr_record(rec, self.engine, self.cfg.ocr))
+            except Exception as exc:
+                out.extend(_fail_batch([rec], "evidence", exc))
+        yield out
+
+
+class DescribeDoFn(beam.DoFn):
+    def __init__(self, cfg: BuildConfig, context: dict):
+        self.cfg, self.context = cfg, context
+
+    def setup(self):
+        self.describer = load_describer(self.cfg.describe)
+        self.done = 0
+
+    def process(self, batch: list[Record]):
+        try:
+            out = self.describer.describe(batch, self.context)
+        except Exception as exc:
+            out = _fail_batch(batch, "describe", exc)
+        for rec in out:
+            rec = rec.finish()
+            Metrics.counter(NS, rec.status).inc()
+            if rec.failed:
+                Metrics.counter(NS, f"failed.{rec.failure_reason}").inc()
+            yield rec
+        before, self.done = self.done, self.done + len(out)
+        if before // 50 != self.done // 50:
+            log.info("progress: %d records written by this worker", self.done)
+
+
+def build_pipeline(p: beam.Pipeline, cfg: BuildConfig, region: Region, stamp: RunStamp, shards_prefix: str, sampling_prefix: str) -> None:
+    sampled = p | "Region" >> beam.Create([region.id]) | "Sample" >> beam.ParDo(SampleDoFn(cfg, region)).with_outputs(SAMPLING_TAG, main="points")
+    sampled[SAMPLING_TAG] | "WriteSampling" >> beam.io.WriteToText(sampling_prefix, file_name_suffix=".jsonl", num_shards=1)
+    context = {region.id: {"name": region.name, "country": region.country}}
+    records = (
+        sampled.points
+        | "Spread" >> beam.Reshuffle()
+        | "Batch" >> beam.BatchElements(min_batch_size=1, max_batch_size=cfg.runner.batch_size)
+        | "Fetch" >> beam.ParDo(FetchDoFn(cfg))
+        | "Evidence" >> beam.ParDo(EvidenceDoFn(cfg))
+        | "Describe" >> beam.ParDo(DescribeDoFn(cfg, context))
+    )
+    (
+        records
+        | "ToRow" >> beam.Map(record_to_row, stamp)
+        | "Write"
+        >> WriteToParquet(
+            shards_prefix,
+            shard_schema(),
+            codec=cfg.write.codec,
+            record_batch_size=cfg.write.record_batch_size,
+            row_group_buffer_size=cfg.write.row_group_buffer_bytes,
+            num_shards=cfg.write.num_shards,
+            file_name_suffix=".parquet",
+        )
+    )
+
+
+def run(cfg: BuildConfig, region: Region, stamp: RunStamp, shards_prefix: str, sampling_prefix: str, test_pipeline: beam.Pipeline | None = None) -> None:
+    from apache_beam.options.pipeline_options import PipelineOptions
+
+    p = test_pipeline or beam.Pipeline(options=PipelineOptions(cfg.runner.pipeline_args()))
+    build_pipeline(p, cfg, region, stamp, shards_prefix, sampling_prefix)
+    result = p.run()
+    result.wait_until_finish()
+

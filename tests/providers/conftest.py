@@ -1,0 +1,79 @@
+"""A loopback server that misbehaves on purpose: 5xx, 429 with Retry-After, hangs, bad bodies."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import threading
+from collections import Counter
+
+import pytest
+from aiohttp import web
+from PIL import Image
+
+
+class FaultServer:
+    def __init__(self):
+        self.hits: Counter = Counter()
+        self.seen_queries: list[str] = []
+
+    def app(self) -> web.Application:
+        app = web.Application()
+        app.router.add_get("/flaky/{name}/{fails}", self.flaky)
+        app.router.add_get("/retry-after/{name}", self.retry_after)
+        app.router.add_get("/status/{code}", self.status)
+        app.router.add_get("/hang", self.hang)
+        app.router.add_get("/truncated.jpg", self.truncated)
+        return app
+
+    async def flaky(self, request):
+        name, fails = request.match_info["name"], int(request.match_info["fails"])
+        self.hits[name] += 1
+        self.seen_queries.append(request.query_string)
+        if self.hits[name] <= fails:
+            return web.Response(status=503, text="try later")
+        return web.Response(text="ok")
+
+    async def retry_after(self, request):
+        name = request.match_info["name"]
+        self.hits[name] += 1
+        if self.hits[name] == 1:
+            return web.Response(status=429, headers={"Retry-After": "1"}, text="slow down")
+        return web.Response(text="ok")
+
+    async def status(self, request):
+        self.hits["status"] += 1
+        return web.Response(status=int(request.match_info["code"]), text="nope")
+
+    async def hang(self, request):
+        await asyncio.sleep(5)
+        return web.Response(text="late")
+
+    async def truncated(self, request):
+        buf = io.BytesIO()
+        Image.new("RGB", (64, 64), (200, 10, 10)).save(buf, "JPEG")
+        return web.Response(body=buf.getvalue()[:300], content_type="image/jpeg")
+
+
+@pytest.fixture(scope="module")
+def fault_server():
+    srv = FaultServer()
+    loop = asyncio.new_event_loop()
+    ready = threading.Event()
+    box = {}
+
+    async def start():
+        runner = web.AppRunner(srv.app(), access_log=None)
+        await runner.setup()
+        await web.TCPSite(runner, "127.0.0.1", 0).start()
+        box["runner"], box["port"] = runner, runner.addresses[0][1]
+        ready.set()
+
+    thread = threading.Thread(target=lambda: (asyncio.set_event_loop(loop), loop.run_until_complete(start()), loop.run_forever()), daemon=True)
+    thread.start()
+    assert ready.wait(10)
+    srv.url = f"http://127.0.0.1:{box['port']}"
+    yield srv
+    asyncio.run_coroutine_threadsafe(box["runner"].cleanup(), loop).result(10)
+    loop.call_soon_threadsafe(loop.stop)
+    thread.join(5)

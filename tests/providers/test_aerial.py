@@ -1,0 +1,86 @@
+import asyncio
+import io
+
+import aiohttp
+import mercantile
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from PIL import Image
+
+from corebuild.errors import StageError
+from corebuild.geo import mercator_gsd
+from corebuild.providers.aerial import AerialConfig, XYZTiles, plan_crop, tile_url
+from corebuild.providers.http import HttpConfig
+from corebuild.synthetic.render import render_tile
+
+
+@settings(max_examples=200, deadline=None)
+@given(lat=st.floats(-84, 84), lon=st.floats(-179.999, 179.999), zoom=st.integers(1, 21), size=st.sampled_from([256, 300, 512]))
+def test_crop_needs_exactly_the_tiles_covering_it(lat, lon, zoom, size):
+    plan = plan_crop(lat, lon, zoom, size)
+    assert len(plan.tiles) == len(set(plan.tiles)) or zoom <= 1  # tiny worlds wrap onto themselves
+    assert len(plan.tiles) <= 9 if size <= 512 else True
+    # Every tile overlaps the crop, and the crop is covered: offsets tile the square.
+    covered = np.zeros((size, size), bool)
+    for dx, dy in plan.offsets:
+        assert -256 < dx < size and -256 < dy < size
+        covered[max(0, dy) : max(0, dy + 256), max(0, dx) : max(0, dx + 256)] = True
+    if plan.north < 85 and plan.south > -85:
+        assert covered.all()
+    # The true centre is within half a pixel of the asked point (a pixel is gsd metres).
+    tol = mercator_gsd(lat, zoom) * 0.75 / (111320 * max(np.cos(np.radians(lat)), 1e-3))
+    assert abs(plan.center_lon - lon) <= tol * 2 or zoom <= 2
+
+
+def test_tile_set_agrees_with_mercantile():
+    plan = plan_crop(47.0, 8.0, 20, 512)
+    # Shrink the bounds by a hair so mercantile does not add tiles merely touching an edge.
+    eps = 1e-9
+    expected = set(mercantile.tiles(plan.west + eps, plan.south + eps, plan.east - eps, plan.north - eps, 20))
+    assert set(plan.tiles) == expected
+
+
+def test_templates():
+    t = mercantile.Tile(3, 5, 4)
+    assert tile_url("https://{s}.h/{z}/{x}/{y}.png", t, ("a", "b")) == "https://a.h/4/3/5.png"
+    assert tile_url("https://h/{q}.jpg", t) == f"https://h/{mercantile.quadkey(t)}.jpg"
+    assert tile_url("https://h/{z}/{x}/{-y}.png", t) == "https://h/4/3/10.png"
+    with pytest.raises(StageError, match="subdomains"):
+        tile_url("https://{s}.h/{z}/{x}/{y}", t)
+
+
+def test_crop_is_stitched_from_the_server_tiles(tiny_server, tiny_world):
+    road = tiny_world.roads[0]
+    p = road.line.interpolate(40)
+    lat, lon = tiny_world.to_latlon(p.x, p.y)
+    cfg = AerialConfig(url_template=tiny_server.tile_template, image_format="png")
+
+    async def go():
+        async with aiohttp.ClientSession() as s:
+            return await XYZTiles(s, cfg, HttpConfig()).crop(lat, lon)
+
+    crop = asyncio.run(go())
+    img = np.asarray(Image.open(io.BytesIO(crop.image)).convert("RGB"))
+    assert img.shape == (512, 512, 3) and crop.zoom == 20 and 4 <= crop.tiles <= 9
+    assert crop.west < lon < crop.east and crop.south < lat < crop.north
+    assert crop.gsd_m == pytest.approx(mercator_gsd(lat, 20), rel=1e-3)
+    # Lossless stitching: the crop equals the tiles rendered directly, placed by the plan.
+    plan = plan_crop(lat, lon, 20, 512)
+    ref = Image.new("RGB", (512, 512))
+    for t, off in zip(plan.tiles, plan.offsets):
+        ref.paste(render_tile(tiny_world, t.z, t.x, t.y), off)
+    assert np.array_equal(img, np.asarray(ref))
+
+
+def test_tile_errors_are_failures_with_reasons(tiny_server):
+    cfg = AerialConfig(url_template=tiny_server.base_url + "/nothing/{z}/{x}/{y}.png")
+
+    async def go():
+        async with aiohttp.ClientSession() as s:
+            return await XYZTiles(s, cfg, HttpConfig(attempts=1)).crop(47.0, 8.0)
+
+    with pytest.raises(StageError) as err:
+        asyncio.run(go())
+    assert err.value.reason == "aerial.http_404"

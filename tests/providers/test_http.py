@@ -1,0 +1,68 @@
+import asyncio
+import socket
+import time
+
+import aiohttp
+import pytest
+
+from corebuild.errors import StageError
+from corebuild.providers.http import HttpConfig, decode_image, http_get, redact_url
+
+FAST = HttpConfig(attempts=3, backoff_initial_s=0.01, backoff_max_s=2.0, timeout_s=5)
+
+
+def _get(url, cfg=FAST, params=None):
+    async def go():
+        async with aiohttp.ClientSession() as s:
+            return await http_get(s, url, params or {}, cfg, "street")
+
+    return asyncio.run(go())
+
+
+def test_transient_5xx_is_retried_then_succeeds(fault_server):
+    res = _get(f"{fault_server.url}/flaky/a/2")
+    assert res.status == 200 and res.body == b"ok" and fault_server.hits["a"] == 3
+
+
+def test_persistent_5xx_gives_a_reasoned_failure(fault_server):
+    with pytest.raises(StageError) as err:
+        _get(f"{fault_server.url}/flaky/b/99")
+    assert err.value.reason == "street.http_503" and fault_server.hits["b"] == FAST.attempts
+
+
+def test_retry_after_is_honoured(fault_server):
+    t0 = time.monotonic()
+    res = _get(f"{fault_server.url}/retry-after/c")
+    assert res.status == 200 and time.monotonic() - t0 >= 1.0
+
+
+def test_4xx_is_an_answer_not_retried(fault_server):
+    before = fault_server.hits["status"]
+    assert _get(f"{fault_server.url}/status/403").status == 403
+    assert fault_server.hits["status"] == before + 1
+
+
+def test_timeout_and_unreachable_are_failures_with_reasons(fault_server):
+    with pytest.raises(StageError) as err:
+        _get(f"{fault_server.url}/hang", HttpConfig(attempts=1, timeout_s=0.3))
+    assert err.value.reason == "street.timeout"
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        dead_port = s.getsockname()[1]
+    with pytest.raises(StageError) as err:
+        _get(f"http://127.0.0.1:{dead_port}/x", params={"key": "SECRET123"})
+    assert err.value.reason == "street.unreachable"
+    assert "SECRET123" not in str(err.value) and "REDACTED" in str(err.value)
+
+
+def test_redact_url_hides_every_secret_parameter():
+    url = redact_url("https://h/p?location=1,2&key=AIzaSECRET&signature=S1GVALUE&access_token=T0KVALUE&size=640x640")
+    assert not any(s in url for s in ("AIzaSECRET", "S1GVALUE", "T0KVALUE")) and url.count("REDACTED") == 3
+    assert "location=1,2" in url and "size=640x640" in url
+
+
+def test_truncated_image_fails_to_decode(fault_server):
+    res = _get(f"{fault_server.url}/truncated.jpg")
+    with pytest.raises(StageError) as err:
+        decode_image(res.body, "street", "test image")
+    assert err.value.reason == "street.bad_image"

@@ -1,0 +1,51 @@
+import asyncio
+import io
+
+import aiohttp
+import pytest
+from PIL import Image
+
+from corebuild.errors import StageError
+from corebuild.providers.http import HttpConfig
+from corebuild.providers.streetview import GoogleStreetView, StreetViewConfig, sign_url
+
+
+def _client_call(server, fn, cfg=None, key="k-test"):
+    async def go():
+        async with aiohttp.ClientSession() as s:
+            client = GoogleStreetView(s, cfg or StreetViewConfig(base_url=server.base_url, width=320, height=320), HttpConfig(attempts=2), key)
+            return await fn(client)
+
+    return asyncio.run(go())
+
+
+def _on_road(world, k=2):
+    road = world.roads[k]
+    p = road.line.interpolate(road.line.length / 2)
+    return world.to_latlon(p.x + 5, p.y + 5)
+
+
+def test_capture_gets_metadata_then_four_headings(tiny_server, tiny_world):
+    lat, lon = _on_road(tiny_world)
+    cap = _client_call(tiny_server, lambda c: c.capture(lat, lon))
+    assert cap.provider == "google_streetview" and cap.pano_id.startswith("SYN")
+    assert [v.heading for v in cap.views] == [0, 90, 180, 270]
+    assert all(Image.open(io.BytesIO(v.image)).size == (320, 320) for v in cap.views)
+    assert 0 <= cap.distance_m <= 50 and len(cap.capture_date) == 7
+    pano = tiny_world.pano(cap.pano_id)
+    assert abs(pano.lat - cap.lat) < 1e-9 and abs(pano.lon - cap.lon) < 1e-9
+
+
+def test_zero_results_and_denied_become_reasons(tiny_server):
+    with pytest.raises(StageError) as err:
+        _client_call(tiny_server, lambda c: c.capture(0.0, 0.0))
+    assert err.value.reason == "street.zero_results"
+    with pytest.raises(StageError) as err:
+        _client_call(tiny_server, lambda c: c.capture(0.0, 0.0), key="")
+    assert err.value.reason == "street.request_denied"
+
+
+def test_url_signature_matches_googles_published_example():
+    # Example from Google's "Digital signature" documentation.
+    path = "/maps/api/geocode/json?address=New+York&client=clientID"
+    assert sign_url(path, "vNIXE0xscrmjlyV-12Nj_BvUPaw=") == "chaRF2hTJKOScPr-RQCEhZbSzIE="
