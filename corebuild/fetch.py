@@ -61,8 +61,12 @@ class Fetcher:
             connector=aiohttp.TCPConnector(limit=self.cfg.http.concurrency),
             headers={"User-Agent": "corebuild/0.1 (+dataset builder)"},
         )
-        street = STREET_PROVIDERS[self.cfg.street_provider](session, self.cfg.street, self.cfg.http)
-        aerial = AERIAL_PROVIDERS[self.cfg.aerial_provider](session, self.cfg.aerial, self.cfg.http)
+        try:
+            street = STREET_PROVIDERS[self.cfg.street_provider](session, self.cfg.street, self.cfg.http)
+            aerial = AERIAL_PROVIDERS[self.cfg.aerial_provider](session, self.cfg.aerial, self.cfg.http)
+        except BaseException:
+            await session.close()
+            raise
         return session, street, aerial
 
     def fetch(self, records: Sequence[Record]) -> list[Record]:

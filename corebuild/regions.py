@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
+import numpy as np
 import shapely
 from shapely.geometry import Polygon, shape
 from shapely.validation import explain_validity
@@ -50,13 +51,7 @@ class Region:
     def area_km2(self) -> float:
         lat, lon = self.centroid
         fwd, _ = equal_area(lat, lon)
-        return shapely.transform(self.polygon, lambda xy: _stack(fwd.transform(xy[:, 0], xy[:, 1]))).area / 1e6
-
-
-def _stack(xy):
-    import numpy as np
-
-    return np.column_stack(xy)
+        return shapely.transform(self.polygon, lambda xy: np.column_stack(fwd.transform(xy[:, 0], xy[:, 1]))).area / 1e6
 
 
 def _require(doc: dict, key: str, kind: type | tuple, path: str) -> Any:

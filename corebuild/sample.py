@@ -100,12 +100,11 @@ def sample_region(region: Region, cfg: SampleConfig) -> SampleResult:
     return SampleResult(region.id, wanted, points, shortfall)
 
 
-def sample_records(region: Region, cfg: SampleConfig) -> list[Record]:
-    result = sample_region(region, cfg)
+def records_of(result: SampleResult, cfg: SampleConfig) -> list[Record]:
     return [
         Record(
-            sample_id=make_sample_id(region.id, cfg.seed, i),
-            region_id=region.id,
+            sample_id=make_sample_id(result.region_id, cfg.seed, i),
+            region_id=result.region_id,
             seed=cfg.seed,
             point_index=i,
             lat=lat,
@@ -113,3 +112,7 @@ def sample_records(region: Region, cfg: SampleConfig) -> list[Record]:
         )
         for i, (lat, lon) in enumerate(result.points)
     ]
+
+
+def sample_records(region: Region, cfg: SampleConfig) -> list[Record]:
+    return records_of(sample_region(region, cfg), cfg)

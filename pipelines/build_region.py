@@ -18,7 +18,7 @@ from corebuild.fetch import Fetcher
 from corebuild.ocr import load_ocr
 from corebuild.record import Record
 from corebuild.regions import Region
-from corebuild.sample import sample_records, sample_region
+from corebuild.sample import records_of, sample_region
 from corebuild.write import RunStamp, record_to_row, shard_schema
 
 log = logging.getLogger("corebuild.pipeline")
@@ -42,7 +42,7 @@ class SampleDoFn(beam.DoFn):
         summary = {"region_id": region_id, "requested": result.requested, "sampled": len(result.points), "shortfall": result.shortfall_reason}
         yield beam.pvalue.TaggedOutput(SAMPLING_TAG, json.dumps(summary))
         Metrics.counter(NS, "sampled").inc(len(result.points))
-        yield from sample_records(self.region, self.cfg.sample)
+        yield from records_of(result, self.cfg.sample)
 
 
 class FetchDoFn(beam.DoFn):

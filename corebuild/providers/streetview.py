@@ -78,7 +78,8 @@ class GoogleStreetView:
         if status != "OK":
             reason = METADATA_FAILURES.get(status, "street.unexpected_status")
             detail = doc.get("error_message", "")
-            raise StageError(reason, f"Street View metadata status {status}" + (f": {detail}" if detail else ""))
+            where = f" (no panorama within {self.cfg.radius_m:g} m)" if status == "ZERO_RESULTS" else ""
+            raise StageError(reason, f"Street View metadata status {status}{where}" + (f": {detail}" if detail else ""))
         if not doc.get("pano_id") or "location" not in doc:
             raise StageError("street.bad_metadata", "Street View metadata OK but without pano_id/location")
         return doc

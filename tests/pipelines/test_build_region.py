@@ -17,13 +17,15 @@ from corebuild.describe import DescribeConfig
 from corebuild.sample import SampleConfig
 
 
+PLANTED_KEY = "AIzaPLANTED-test-key-5c1f"
+
+
 @pytest.fixture(scope="module")
 def built(tiny_server, manifests_dir, prompts_dir, tmp_path_factory):
-    import os
-
     from corebuild.build import SYNTHETIC_KEY_ENV
 
-    os.environ.setdefault(SYNTHETIC_KEY_ENV, "synthetic-test")
+    env = pytest.MonkeyPatch()
+    env.setenv(SYNTHETIC_KEY_ENV, PLANTED_KEY)
     out = tmp_path_factory.mktemp("build")
     cfg = BuildConfig(
         region_id="tiny",
@@ -33,7 +35,8 @@ def built(tiny_server, manifests_dir, prompts_dir, tmp_path_factory):
         describe=DescribeConfig(prompts_dir=str(prompts_dir)),
     )
     cfg = with_synthetic_endpoints(cfg, tiny_server.base_url)
-    return run_build(cfg, pipeline_factory=test_pipeline.TestPipeline)
+    yield run_build(cfg, pipeline_factory=test_pipeline.TestPipeline)
+    env.undo()
 
 
 def test_every_sampled_point_is_a_row_and_counts_add_up(built, tiny_region):
@@ -62,3 +65,28 @@ def test_shards_open_unchanged_in_pyarrow_and_pandas(built, tiny_region):
     failed = df[df.status == "failed"]
     assert failed.failure_reason.notna().all() and failed.error.notna().all()
     assert json.loads(pq.read_schema(files[0]).metadata[b"geo"])["primary_column"] == "geometry"
+
+
+def test_the_api_key_never_reaches_the_output(built):
+    for path in built.out_dir.rglob("*"):
+        if path.is_file():
+            assert PLANTED_KEY.encode() not in path.read_bytes(), path
+
+
+def test_unreachable_provider_gives_failure_rows_and_a_consistent_build(manifests_dir, prompts_dir, tmp_path, synthetic_key):
+    import dataclasses
+
+    from corebuild.providers.http import HttpConfig
+
+    cfg = BuildConfig(
+        region_id="tiny",
+        output_dir=str(tmp_path),
+        manifests_dir=str(manifests_dir),
+        sample=SampleConfig(limit=4),
+        describe=DescribeConfig(prompts_dir=str(prompts_dir)),
+    )
+    cfg = with_synthetic_endpoints(cfg, "http://127.0.0.1:9")  # nothing listens on the discard port
+    cfg = dataclasses.replace(cfg, fetch=dataclasses.replace(cfg.fetch, http=HttpConfig(attempts=2, backoff_initial_s=0.01)))
+    result = run_build(cfg, pipeline_factory=test_pipeline.TestPipeline)
+    c = result.manifest["counts"]
+    assert result.manifest["consistent"] and c["sampled"] == 4 and c["failed_by_reason"] == {"street.unreachable": 4}
