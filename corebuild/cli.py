@@ -55,6 +55,44 @@ def _serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def _regions(args: argparse.Namespace) -> int:
+    from collections import defaultdict
+
+    from .regions import load_all
+
+    if args.regions_command == "generate":
+        from .regions_gen import write_manifests
+
+        paths = write_manifests(args.manifests)
+        print(f"wrote {len(paths)} region manifests to {args.manifests}")
+        return 0
+    regions, errors = load_all(args.manifests)
+    if args.regions_command == "list":
+        print(f"{'id':<32} {'country':<7} {'continent':<14} {'quota':>7} {'km²':>8}  ocr groups")
+        for r in regions:
+            groups = " | ".join("+".join(g) for g in r.ocr_languages)
+            print(f"{r.id:<32} {r.country:<7} {r.continent:<14} {r.quota:>7} {r.area_km2():>8.1f}  {groups}")
+    totals: dict[str, list[int]] = defaultdict(lambda: [0, 0])
+    for r in regions:
+        key = r.continent if r.imagery != "synthetic" else f"({r.id}: synthetic)"
+        totals[key][0] += 1
+        totals[key][1] += r.quota
+    print(f"\n{'continent':<14} {'regions':>7} {'quota':>9}")
+    for continent in sorted(totals):
+        n, q = totals[continent]
+        print(f"{continent:<14} {n:>7} {q:>9}")
+    real = [r for r in regions if r.imagery != "synthetic"]
+    print(f"{'total':<14} {len(real):>7} {sum(r.quota for r in real):>9}  (plus {len(regions) - len(real)} synthetic)")
+    for e in errors:
+        print(f"error: {e}", file=sys.stderr)
+    if args.regions_command == "check":
+        if errors:
+            print(f"{len(errors)} invalid manifest(s)", file=sys.stderr)
+            return 1
+        print(f"all {len(regions)} manifests valid")
+    return 0
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="corebuild", description=__doc__)
     sub = p.add_subparsers(dest="command", required=True)
@@ -73,6 +111,11 @@ def parser() -> argparse.ArgumentParser:
     b.add_argument("--aerial-url", default=None, help="XYZ tile URL template, e.g. https://host/{z}/{x}/{y}.png")
     b.add_argument("beam_args", nargs="*", help="extra Beam pipeline options after --")
     b.set_defaults(func=_build)
+
+    rg = sub.add_parser("regions", help="region manifests: generate, list, check")
+    rg.add_argument("regions_command", choices=["generate", "list", "check"])
+    rg.add_argument("--manifests", default="region_manifests")
+    rg.set_defaults(func=_regions)
 
     s = sub.add_parser("synthetic", help="the synthetic imagery world")
     ssub = s.add_subparsers(dest="synthetic_command", required=True)
@@ -98,6 +141,9 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:  # `corebuild regions list | head`
+        sys.stderr.close()
+        return 0
 
 
 if __name__ == "__main__":

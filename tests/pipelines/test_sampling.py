@@ -1,0 +1,34 @@
+"""Sampling under Beam: chunks spread over workers select the same points as one process."""
+
+import dataclasses
+
+from apache_beam.testing import test_pipeline
+from apache_beam.testing.util import assert_that, equal_to
+
+from corebuild.config import BuildConfig
+from corebuild.sample import SampleConfig, sample_records
+from pipelines.build_region import SAMPLING_TAG, sample_points
+
+
+def test_beam_chunked_sampling_equals_the_single_process_sample(tiny_region):
+    cfg = BuildConfig(region_id="tiny", sample=SampleConfig(seed=3, chunk_cells=1))
+    expected = sample_records(tiny_region, cfg.sample)
+    with test_pipeline.TestPipeline() as p:
+        out = sample_points(p, cfg, {"tiny": tiny_region})
+        assert_that(out.points, equal_to(expected), label="points")
+        assert_that(out[SAMPLING_TAG], equal_to(['{"region_id": "tiny", "requested": 40, "sampled": 40, "shortfall": null}']), label="summary")
+
+
+def test_a_region_without_land_still_reports_its_shortfall(tiny_region):
+    from shapely.geometry import box
+
+    sea = dataclasses.replace(tiny_region, id="sea", polygon=box(-30.01, 0.0, -30.0, 0.01))
+    cfg = BuildConfig(region_id="sea")
+    with test_pipeline.TestPipeline() as p:
+        out = sample_points(p, cfg, {"sea": sea})
+        assert_that(out.points, equal_to([]), label="points")
+        assert_that(
+            out[SAMPLING_TAG],
+            equal_to(['{"region_id": "sea", "requested": 40, "sampled": 0, "shortfall": "no land inside the polygon (wanted 40)"}']),
+            label="summary",
+        )
