@@ -50,7 +50,7 @@ def with_synthetic_endpoints(cfg: BuildConfig, base_url: str) -> BuildConfig:
     fetch = dataclasses.replace(
         cfg.fetch,
         street_provider="google_streetview",
-        street=dataclasses.replace(cfg.fetch.street, base_url=base_url, api_key_env=SYNTHETIC_KEY_ENV),
+        streetview=dataclasses.replace(cfg.fetch.streetview, base_url=base_url, api_key_env=SYNTHETIC_KEY_ENV),
         aerial_provider="xyz",
         aerial=dataclasses.replace(
             cfg.fetch.aerial, url_template=f"{base_url}/tiles/{{z}}/{{x}}/{{y}}.png", attribution="corebuild synthetic world"
@@ -65,7 +65,7 @@ def preflight(cfg: BuildConfig, region: Region) -> dict[str, Any]:
     describer = load_describer(cfg.describe)
     ocr = load_ocr(cfg.ocr)
     if cfg.imagery != "synthetic":
-        resolve_secret(cfg.fetch.street.api_key_env, "Google Street View")
+        resolve_secret(cfg.fetch.streetview.api_key_env, "Google Street View")
         if not cfg.fetch.aerial.url_template:
             raise ConfigError("no aerial tile URL template: pass --aerial-url (an XYZ template with {z}/{x}/{y})")
     return {

@@ -29,7 +29,7 @@ def _build(args: argparse.Namespace) -> int:
         output_dir=args.output,
         manifests_dir=args.manifests,
         sample=SampleConfig(seed=args.seed, min_spacing_m=args.min_spacing, limit=args.limit),
-        fetch=FetchConfig(street=street, aerial=aerial),
+        fetch=FetchConfig(streetview=street, aerial=aerial),
         ocr=OcrConfig(threads=ocr_threads),
         runner=RunnerConfig(
             runner=args.runner,

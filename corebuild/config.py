@@ -63,7 +63,7 @@ class BuildConfig:
         for k in ("output_dir", "runner", "manifests_dir"):
             d.pop(k)
         if self.imagery == "synthetic":
-            d["fetch"]["street"]["base_url"] = "synthetic"
+            d["fetch"]["streetview"]["base_url"] = "synthetic"
             d["fetch"]["aerial"]["url_template"] = "synthetic"
         blob = json.dumps(d, sort_keys=True, default=str).encode()
         return hashlib.sha256(blob).hexdigest()[:16]

@@ -1,60 +1,117 @@
-"""Fetch stage: a street-level capture and an aerial crop centred where the camera stood."""
+"""Fetch stage: locate street-level imagery near each point, drop duplicates (two points on one
+panorama or one Mapillary sequence), then download the views and an aerial crop centred where
+the camera stood (plus an optional map crop)."""
 
 from __future__ import annotations
 
 import asyncio
 import time
+from collections import defaultdict
 from dataclasses import dataclass, field
-from typing import Sequence
+from typing import Iterable, Optional, Sequence
 
 import aiohttp
+from aiolimiter import AsyncLimiter
 
 from .aio import LoopThread
 from .errors import ConfigError, StageError
-from .providers import AERIAL_PROVIDERS, STREET_PROVIDERS, AerialConfig, HttpConfig, StreetViewConfig
+from .providers import AERIAL_PROVIDERS, STREET_PROVIDERS, AerialConfig, HttpClient, HttpConfig, StreetViewConfig
 from .record import Record
 
 
 @dataclass(frozen=True)
 class FetchConfig:
     street_provider: str = "google_streetview"
-    street: StreetViewConfig = field(default_factory=StreetViewConfig)
+    streetview: StreetViewConfig = field(default_factory=StreetViewConfig)
     aerial_provider: str = "xyz"
     aerial: AerialConfig = field(default_factory=AerialConfig)
     http: HttpConfig = field(default_factory=HttpConfig)
 
 
-async def fetch_one(rec: Record, street, aerial) -> Record:
+def _internal(rec: Record, stage: str, exc: Exception) -> Record:
+    from .providers.http import redact_text
+
+    return rec.fail(f"{stage}.internal_error", redact_text(f"{type(exc).__name__}: {exc}")[:500])
+
+
+async def locate_one(rec: Record, street) -> Record:
     if rec.failed:
         return rec
     t0 = time.perf_counter()
     try:
-        capture = await street.capture(rec.lat, rec.lon)
+        loc = await street.locate(rec.lat, rec.lon)
+    except StageError as exc:
+        return rec.fail(exc.reason, str(exc)).timed("locate", time.perf_counter() - t0)
+    except Exception as exc:  # a provider bug fails this record, not the worker
+        return _internal(rec, "street", exc)
+    return rec.with_(location=loc).timed("locate", time.perf_counter() - t0)
+
+
+def dedupe_key(rec: Record) -> tuple[str, str]:
+    """Records that would duplicate each other share this key; failed ones never do."""
+    if rec.failed or rec.location is None:
+        return (rec.region_id, f"\0{rec.sample_id}")
+    return (rec.region_id, f"{rec.location.provider}:{rec.location.dedupe_key}")
+
+
+def keep_first(group: Iterable[Record]) -> list[Record]:
+    """Of records sharing a panorama/sequence, the lowest point index is kept; the others
+    become failure rows naming the one they duplicate. Order-independent (Beam-safe)."""
+    recs = sorted(group, key=lambda r: r.point_index)
+    if len(recs) == 1 or recs[0].location is None:
+        return recs
+    first = recs[0]
+    what = "Mapillary sequence" if first.location.sequence_id else "panorama"
+    return [first] + [
+        r.fail("street.duplicate", f"same {what} {first.location.dedupe_key} as {first.sample_id}") for r in recs[1:]
+    ]
+
+
+def dedupe(records: Sequence[Record]) -> list[Record]:
+    groups: dict[tuple[str, str], list[Record]] = defaultdict(list)
+    for r in records:
+        groups[dedupe_key(r)].append(r)
+    out = {r.sample_id: r for g in groups.values() for r in keep_first(g)}
+    return [out[r.sample_id] for r in records]
+
+
+async def capture_one(rec: Record, street, aerial) -> Record:
+    if rec.failed:
+        return rec
+    if rec.location is None:
+        return rec.fail("street.not_located", "capture called before locate")
+    t0 = time.perf_counter()
+    try:
+        capture = await street.capture(rec.location)
         crop = await aerial.crop(capture.lat, capture.lon)
     except StageError as exc:
         return rec.fail(exc.reason, str(exc)).timed("fetch", time.perf_counter() - t0)
+    except Exception as exc:
+        return _internal(rec, "fetch", exc)
     return rec.with_(street=capture, aerial=crop).timed("fetch", time.perf_counter() - t0)
 
 
-async def fetch_all(records: Sequence[Record], street, aerial) -> list[Record]:
-    return list(await asyncio.gather(*(fetch_one(r, street, aerial) for r in records)))
-
-
 class Fetcher:
-    """Per-worker fetch resources: one loop, one HTTP session, one client per provider."""
+    """Per-worker fetch resources: one loop, one HTTP session, one client per provider, each
+    with its own rate limit; `cache` (optional) answers repeated requests on reruns."""
 
-    def __init__(self, cfg: FetchConfig):
+    def __init__(self, cfg: FetchConfig, cache=None):
         if cfg.street_provider not in STREET_PROVIDERS:
             raise ConfigError(f"unknown street provider {cfg.street_provider!r}; known: {sorted(STREET_PROVIDERS)}")
         if cfg.aerial_provider not in AERIAL_PROVIDERS:
             raise ConfigError(f"unknown aerial provider {cfg.aerial_provider!r}; known: {sorted(AERIAL_PROVIDERS)}")
-        self.cfg = cfg
+        self.cfg, self.cache = cfg, cache
         self._loop = LoopThread("corebuild-fetch")
         try:
-            self._session, self._street, self._aerial = self._loop.run(self._open())
+            self._session, self.street, self.aerial = self._loop.run(self._open())
         except BaseException:
             self._loop.close()
             raise
+
+    def _client(self, session: aiohttp.ClientSession) -> HttpClient:
+        h = self.cfg.http
+        limiter: Optional[AsyncLimiter] = AsyncLimiter(h.rate_per_s, 1.0) if h.rate_per_s > 0 else None
+        return HttpClient(session, h, limiter, self.cache)
 
     async def _open(self):
         session = aiohttp.ClientSession(
@@ -62,15 +119,28 @@ class Fetcher:
             headers={"User-Agent": "corebuild/0.1 (+dataset builder)"},
         )
         try:
-            street = STREET_PROVIDERS[self.cfg.street_provider](session, self.cfg.street, self.cfg.http)
-            aerial = AERIAL_PROVIDERS[self.cfg.aerial_provider](session, self.cfg.aerial, self.cfg.http)
+            street = STREET_PROVIDERS[self.cfg.street_provider](self.cfg, self._client(session))
+            aerial = AERIAL_PROVIDERS[self.cfg.aerial_provider](self.cfg, self._client(session))
         except BaseException:
             await session.close()
             raise
         return session, street, aerial
 
+    def locate(self, records: Sequence[Record]) -> list[Record]:
+        async def run():
+            return list(await asyncio.gather(*(locate_one(r, self.street) for r in records)))
+
+        return self._loop.run(run())
+
+    def capture(self, records: Sequence[Record]) -> list[Record]:
+        async def run():
+            return list(await asyncio.gather(*(capture_one(r, self.street, self.aerial) for r in records)))
+
+        return self._loop.run(run())
+
     def fetch(self, records: Sequence[Record]) -> list[Record]:
-        return self._loop.run(fetch_all(records, self._street, self._aerial))
+        """locate -> dedupe -> capture on one batch (the stage without Beam)."""
+        return self.capture(dedupe(self.locate(records)))
 
     def close(self) -> None:
         try:

@@ -33,6 +33,24 @@ class StreetView:
 
 
 @dataclass(frozen=True)
+class StreetLocation:
+    """Where a street-level provider has imagery near a point: the cheap first answer, before
+    any image is downloaded (Street View metadata, a Mapillary search, a folder index)."""
+
+    provider: str
+    image_id: str  # pano id, Mapillary image id, or file path
+    lat: float
+    lon: float
+    capture_date: Optional[str]
+    distance_m: float  # from the sampled point
+    dedupe_key: str  # unique per region: the pano, the Mapillary sequence, the file
+    heading: Optional[float] = None  # camera heading, when the provider knows it
+    sequence_id: Optional[str] = None
+    copyright: Optional[str] = None
+    image_url: Optional[str] = None  # where capture() downloads from, if the search gave one
+
+
+@dataclass(frozen=True)
 class StreetCapture:
     provider: str
     pano_id: str
@@ -42,6 +60,7 @@ class StreetCapture:
     distance_m: float  # from the sampled point to the camera
     views: tuple[StreetView, ...]
     copyright: Optional[str] = None
+    sequence_id: Optional[str] = None
 
 
 @dataclass(frozen=True)
@@ -91,6 +110,7 @@ class Record:
     status: str = STATUS_PENDING
     failure_reason: Optional[str] = None  # short code, "<stage>.<kind>", used for counts
     error: Optional[str] = None  # human-readable message, never holds secrets
+    location: Optional[StreetLocation] = None
     street: Optional[StreetCapture] = None
     aerial: Optional[AerialCrop] = None
     ocr: Optional[tuple[OcrText, ...]] = None

@@ -15,7 +15,7 @@ from apache_beam.metrics import Metrics
 from corebuild.config import BuildConfig
 from corebuild.describe import load_describer
 from corebuild.evidence import ocr_record
-from corebuild.fetch import Fetcher
+from corebuild.fetch import Fetcher, dedupe_key, keep_first
 from corebuild.ocr import load_ocr
 from corebuild.record import Record
 from corebuild.regions import Region
@@ -117,24 +117,40 @@ def sample_points(p: beam.Pipeline, cfg: BuildConfig, regions: dict[str, Region]
     )
 
 
-class FetchDoFn(beam.DoFn):
+class _FetchDoFn(beam.DoFn):
     def __init__(self, cfg: BuildConfig):
         self.cfg = cfg
 
     def setup(self):
-        self.fetcher = Fetcher(self.cfg.fetch)
-
-    def process(self, batch: list[Record]):
-        try:
-            out = self.fetcher.fetch(batch)
-        except Exception as exc:
-            out = _fail_batch(batch, "fetch", exc)
-        Metrics.counter(NS, "fetched").inc(sum(not r.failed for r in out))
-        yield out
+        self.fetcher = Fetcher(self.cfg.fetch)  # session, clients, rate limits: once per worker
 
     def teardown(self):
         if getattr(self, "fetcher", None):
             self.fetcher.close()
+
+
+class LocateDoFn(_FetchDoFn):
+    """Cheap first call per point (Street View metadata, a Mapillary search)."""
+
+    def process(self, batch: list[Record]):
+        try:
+            out = self.fetcher.locate(batch)
+        except Exception as exc:
+            out = _fail_batch(batch, "street", exc)
+        for rec in out:
+            yield dedupe_key(rec), rec
+
+
+class CaptureDoFn(_FetchDoFn):
+    """Street views and the aerial crop for each located, unique point."""
+
+    def process(self, batch: list[Record]):
+        try:
+            out = self.fetcher.capture(batch)
+        except Exception as exc:
+            out = _fail_batch(batch, "fetch", exc)
+        Metrics.counter(NS, "fetched").inc(sum(not r.failed for r in out))
+        yield out
 
 
 class EvidenceDoFn(beam.DoFn):
@@ -185,8 +201,12 @@ def build_pipeline(p: beam.Pipeline, cfg: BuildConfig, region: Region, stamp: Ru
     records = (
         sampled.points
         | "Spread" >> beam.Reshuffle()
-        | "Batch" >> beam.BatchElements(min_batch_size=1, max_batch_size=cfg.runner.batch_size)
-        | "Fetch" >> beam.ParDo(FetchDoFn(cfg))
+        | "BatchLocate" >> beam.BatchElements(min_batch_size=1, max_batch_size=cfg.runner.batch_size)
+        | "Locate" >> beam.ParDo(LocateDoFn(cfg))
+        | "SameImagery" >> beam.GroupByKey()
+        | "Dedupe" >> beam.FlatMap(lambda kv: keep_first(kv[1]))
+        | "BatchCapture" >> beam.BatchElements(min_batch_size=1, max_batch_size=cfg.runner.batch_size)
+        | "Capture" >> beam.ParDo(CaptureDoFn(cfg))
         | "Evidence" >> beam.ParDo(EvidenceDoFn(cfg))
         | "Describe" >> beam.ParDo(DescribeDoFn(cfg, context))
     )

@@ -1,22 +1,28 @@
-"""Imagery providers, chosen by name from config (registries, not if/elif chains)."""
+"""Imagery providers, chosen by name from config (registries, not if/elif chains).
+
+A street-level provider answers in two phases so duplicates can be dropped in between:
+`locate(lat, lon)` (cheap: metadata or a search) and `capture(location)` (the images).
+Every provider talks HTTP through its own `HttpClient` (shared session, its own rate limit,
+the shared response cache). Failures are `StageError(reason, message)`.
+"""
 
 from __future__ import annotations
 
 from typing import Callable, Protocol
 
-import aiohttp
-
-from ..record import AerialCrop, StreetCapture
+from ..record import AerialCrop, StreetCapture, StreetLocation
 from ..secrets import resolve_secret
 from .aerial import AerialConfig, XYZTiles
-from .http import HttpConfig
+from .http import HttpClient, HttpConfig
 from .streetview import GoogleStreetView, StreetViewConfig
 
 
 class StreetProvider(Protocol):
     name: str
 
-    async def capture(self, lat: float, lon: float) -> StreetCapture: ...
+    async def locate(self, lat: float, lon: float) -> StreetLocation: ...
+
+    async def capture(self, location: StreetLocation) -> StreetCapture: ...
 
 
 class AerialProvider(Protocol):
@@ -25,13 +31,15 @@ class AerialProvider(Protocol):
     async def crop(self, lat: float, lon: float) -> AerialCrop: ...
 
 
-def _google(session: aiohttp.ClientSession, cfg: StreetViewConfig, http: HttpConfig) -> StreetProvider:
-    key = resolve_secret(cfg.api_key_env, "Google Street View")
-    secret = resolve_secret(cfg.signing_secret_env, "Street View URL signing") if cfg.signing_secret_env else None
-    return GoogleStreetView(session, cfg, http, key, secret)
+def _google(cfg, http: HttpClient) -> StreetProvider:
+    sv = cfg.streetview
+    key = resolve_secret(sv.api_key_env, "Google Street View")
+    secret = resolve_secret(sv.signing_secret_env, "Street View URL signing") if sv.signing_secret_env else None
+    return GoogleStreetView(http, sv, key, secret)
 
 
+# name -> factory(FetchConfig, HttpClient)
 STREET_PROVIDERS: dict[str, Callable[..., StreetProvider]] = {"google_streetview": _google}
-AERIAL_PROVIDERS: dict[str, Callable[..., AerialProvider]] = {"xyz": XYZTiles}
+AERIAL_PROVIDERS: dict[str, Callable[..., AerialProvider]] = {"xyz": lambda cfg, http: XYZTiles(http, cfg.aerial)}
 
-__all__ = ["AERIAL_PROVIDERS", "STREET_PROVIDERS", "AerialConfig", "HttpConfig", "StreetViewConfig"]
+__all__ = ["AERIAL_PROVIDERS", "STREET_PROVIDERS", "AerialConfig", "HttpClient", "HttpConfig", "StreetViewConfig"]

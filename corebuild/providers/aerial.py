@@ -8,14 +8,13 @@ import math
 from dataclasses import dataclass
 from typing import Optional
 
-import aiohttp
 import mercantile
 from PIL import Image
 
 from ..errors import StageError
 from ..geo import mercator_gsd
 from ..record import AerialCrop
-from .http import HttpConfig, decode_image, http_get
+from .http import HttpClient, decode_image
 
 _WORLD_M = 2 * math.pi * 6378137.0  # Web Mercator world width in metres
 
@@ -90,13 +89,13 @@ def tile_url(template: str, tile: mercantile.Tile, subdomains: tuple[str, ...] =
 class XYZTiles:
     name = "xyz"
 
-    def __init__(self, session: aiohttp.ClientSession, cfg: AerialConfig, http: HttpConfig):
+    def __init__(self, http: HttpClient, cfg: AerialConfig):
         if not cfg.url_template:
             raise StageError("aerial.config", "no aerial tile URL template configured")
-        self.session, self.cfg, self.http = session, cfg, http
+        self.http, self.cfg = http, cfg
 
     async def _tile(self, tile: mercantile.Tile) -> Image.Image:
-        res = await http_get(self.session, tile_url(self.cfg.url_template, tile, self.cfg.subdomains), {}, self.http, "aerial")
+        res = await self.http.get(tile_url(self.cfg.url_template, tile, self.cfg.subdomains), {}, "aerial")
         if res.status != 200:
             raise StageError(f"aerial.http_{res.status}", f"tile {tile.z}/{tile.x}/{tile.y} answered HTTP {res.status}")
         img = decode_image(res.body, "aerial", f"tile {tile.z}/{tile.x}/{tile.y}")

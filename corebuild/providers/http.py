@@ -7,11 +7,13 @@ from __future__ import annotations
 
 import asyncio
 import io
+import re
 from dataclasses import dataclass
-from typing import Mapping, Optional
+from typing import Mapping, Optional, Protocol
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import aiohttp
+from aiolimiter import AsyncLimiter
 from PIL import Image
 from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_attempt, wait_exponential_jitter
 
@@ -25,6 +27,7 @@ MAX_IMAGE_PIXELS = 40_000_000  # decompression-bomb guard for provider images
 @dataclass(frozen=True)
 class HttpConfig:
     concurrency: int = 16  # requests in flight per worker
+    rate_per_s: float = 0.0  # per provider per worker; 0 = unlimited (the server's 429s still pace us)
     timeout_s: float = 30.0
     attempts: int = 4
     backoff_initial_s: float = 0.5
@@ -36,6 +39,14 @@ def redact_url(url: str) -> str:
     parts = urlsplit(url)
     query = [(k, "REDACTED" if k.lower() in SECRET_PARAMS else v) for k, v in parse_qsl(parts.query, keep_blank_values=True)]
     return urlunsplit(parts._replace(query=urlencode(query, safe=",|")))
+
+
+_SECRET_IN_TEXT = re.compile(r"(?i)\b(" + "|".join(sorted(SECRET_PARAMS)) + r")=([^&\s'\"]+)")
+
+
+def redact_text(text: str) -> str:
+    """Secret query values inside free text (an exception message quoting a URL) redacted."""
+    return _SECRET_IN_TEXT.sub(lambda m: f"{m.group(1)}=REDACTED", text)
 
 
 class RetryableHTTPError(Exception):
@@ -74,6 +85,54 @@ class HttpResult:
     status: int
     body: bytes
     content_type: str
+    cached: bool = False
+
+
+class ResponseCache(Protocol):
+    """What HttpClient needs from a cache (corebuild.cache.ContentCache implements it)."""
+
+    async def get(self, key: str) -> Optional[bytes]: ...
+
+    async def put(self, key: str, body: bytes) -> None: ...
+
+
+class HttpClient:
+    """One per provider per worker: a shared aiohttp session, the provider's rate limit
+    (token bucket, aiolimiter), an optional response cache, and the retry policy.
+
+    Cache keys are the redacted URL, so secrets never reach the cache either.
+    """
+
+    def __init__(
+        self,
+        session: aiohttp.ClientSession,
+        cfg: HttpConfig,
+        limiter: Optional[AsyncLimiter] = None,
+        cache: Optional[ResponseCache] = None,
+    ):
+        self.session, self.cfg, self.limiter, self.cache = session, cfg, limiter, cache
+        self.requests = 0  # sent over the network (cache hits excluded)
+        self.cache_hits = 0
+
+    async def get(
+        self,
+        url: str,
+        params: Mapping[str, str],
+        stage: str,
+        headers: Optional[Mapping[str, str]] = None,
+        cacheable: bool = True,
+    ) -> HttpResult:
+        key = redact_url(f"{url}?{urlencode(sorted(params.items()), safe=',|')}" if params else url)
+        if cacheable and self.cache is not None:
+            body = await self.cache.get(key)
+            if body is not None:
+                self.cache_hits += 1
+                return HttpResult(200, body, "", cached=True)
+        res = await http_get(self.session, url, params, self.cfg, stage, headers, self.limiter)
+        self.requests += 1
+        if cacheable and self.cache is not None and res.status == 200:
+            await self.cache.put(key, res.body)
+        return res
 
 
 async def http_get(
@@ -83,15 +142,19 @@ async def http_get(
     cfg: HttpConfig,
     stage: str,
     headers: Optional[Mapping[str, str]] = None,
+    limiter: Optional[AsyncLimiter] = None,
 ) -> HttpResult:
     """GET with retries on connection errors, timeouts, 429 and 5xx.
 
     Returns the final response for the caller to interpret (4xx are answers, not retried).
     Raises StageError(`<stage>.unreachable` / `.timeout` / `.http_<code>`) when retries run out.
+    Every attempt, retries included, takes a token from `limiter` first.
     """
     safe = redact_url(f"{url}?{urlencode(params, safe=',|')}" if params else url)
 
     async def once() -> HttpResult:
+        if limiter is not None:
+            await limiter.acquire()
         async with session.get(url, params=params, headers=headers, timeout=aiohttp.ClientTimeout(total=cfg.timeout_s)) as resp:
             body = await resp.read()
             if resp.status in RETRYABLE_STATUS:

@@ -11,12 +11,10 @@ from dataclasses import dataclass
 from typing import Optional
 from urllib.parse import urlencode, urlsplit
 
-import aiohttp
-
 from ..errors import StageError
 from ..geo import distance_m
-from ..record import StreetCapture, StreetView
-from .http import HttpConfig, decode_image, http_get
+from ..record import StreetCapture, StreetLocation, StreetView
+from .http import HttpClient, decode_image
 
 # Metadata statuses the API documents; anything else is reported as it came.
 METADATA_FAILURES = {
@@ -53,8 +51,8 @@ def sign_url(path_and_query: str, secret_b64: str) -> str:
 class GoogleStreetView:
     name = "google_streetview"
 
-    def __init__(self, session: aiohttp.ClientSession, cfg: StreetViewConfig, http: HttpConfig, api_key: str, signing_secret: Optional[str] = None):
-        self.session, self.cfg, self.http = session, cfg, http
+    def __init__(self, http: HttpClient, cfg: StreetViewConfig, api_key: str, signing_secret: Optional[str] = None):
+        self.http, self.cfg = http, cfg
         self._key = api_key
         self._secret = signing_secret
 
@@ -67,7 +65,8 @@ class GoogleStreetView:
     async def metadata(self, lat: float, lon: float) -> dict:
         path = "/maps/api/streetview/metadata"
         params = self._params(path, {"location": f"{lat:.7f},{lon:.7f}", "radius": f"{self.cfg.radius_m:g}", "source": self.cfg.source})
-        res = await http_get(self.session, self.cfg.base_url.rstrip("/") + path, params, self.http, "street")
+        # Metadata is not cached: it is free, and "no imagery yet" may change between runs.
+        res = await self.http.get(self.cfg.base_url.rstrip("/") + path, params, "street", cacheable=False)
         if res.status != 200:
             raise StageError(f"street.http_{res.status}", f"Street View metadata answered HTTP {res.status}")
         try:
@@ -98,7 +97,7 @@ class GoogleStreetView:
                 "return_error_code": "true",  # a 404 instead of the grey "no imagery" picture
             },
         )
-        res = await http_get(self.session, c.base_url.rstrip("/") + path, params, self.http, "street")
+        res = await self.http.get(c.base_url.rstrip("/") + path, params, "street")
         if res.status != 200:
             raise StageError(f"street.http_{res.status}", f"Street View image (heading {heading:g}) answered HTTP {res.status}")
         img = decode_image(res.body, "street", f"Street View image (heading {heading:g})")
@@ -107,17 +106,30 @@ class GoogleStreetView:
         fmt = (img.format or "jpeg").lower()
         return StreetView(heading, c.fov, c.pitch, c.width, c.height, res.body, fmt)
 
-    async def capture(self, lat: float, lon: float) -> StreetCapture:
+    async def locate(self, lat: float, lon: float) -> StreetLocation:
         meta = await self.metadata(lat, lon)
         plat, plon = float(meta["location"]["lat"]), float(meta["location"]["lng"])
-        views = await asyncio.gather(*(self.view(meta["pano_id"], h) for h in self.cfg.headings))
-        return StreetCapture(
+        pano = str(meta["pano_id"])
+        return StreetLocation(
             provider=self.name,
-            pano_id=str(meta["pano_id"]),
+            image_id=pano,
             lat=plat,
             lon=plon,
             capture_date=meta.get("date"),
             distance_m=round(distance_m(lat, lon, plat, plon), 2),
-            views=tuple(views),
+            dedupe_key=pano,  # two points snapping to one panorama would duplicate a sample
             copyright=meta.get("copyright"),
+        )
+
+    async def capture(self, location: StreetLocation) -> StreetCapture:
+        views = await asyncio.gather(*(self.view(location.image_id, h) for h in self.cfg.headings))
+        return StreetCapture(
+            provider=self.name,
+            pano_id=location.image_id,
+            lat=location.lat,
+            lon=location.lon,
+            capture_date=location.capture_date,
+            distance_m=location.distance_m,
+            views=tuple(views),
+            copyright=location.copyright,
         )

@@ -12,7 +12,7 @@ from PIL import Image
 from corebuild.errors import StageError
 from corebuild.geo import mercator_gsd
 from corebuild.providers.aerial import AerialConfig, XYZTiles, plan_crop, tile_url
-from corebuild.providers.http import HttpConfig
+from corebuild.providers.http import HttpClient, HttpConfig
 from corebuild.synthetic.render import render_tile
 
 
@@ -59,7 +59,7 @@ def test_crop_is_stitched_from_the_server_tiles(tiny_server, tiny_world):
 
     async def go():
         async with aiohttp.ClientSession() as s:
-            return await XYZTiles(s, cfg, HttpConfig()).crop(lat, lon)
+            return await XYZTiles(HttpClient(s, HttpConfig()), cfg).crop(lat, lon)
 
     crop = asyncio.run(go())
     img = np.asarray(Image.open(io.BytesIO(crop.image)).convert("RGB"))
@@ -79,7 +79,7 @@ def test_tile_errors_are_failures_with_reasons(tiny_server):
 
     async def go():
         async with aiohttp.ClientSession() as s:
-            return await XYZTiles(s, cfg, HttpConfig(attempts=1)).crop(47.0, 8.0)
+            return await XYZTiles(HttpClient(s, HttpConfig(attempts=1)), cfg).crop(47.0, 8.0)
 
     with pytest.raises(StageError) as err:
         asyncio.run(go())

@@ -6,17 +6,21 @@ import pytest
 from PIL import Image
 
 from corebuild.errors import StageError
-from corebuild.providers.http import HttpConfig
+from corebuild.providers.http import HttpClient, HttpConfig
 from corebuild.providers.streetview import GoogleStreetView, StreetViewConfig, sign_url
 
 
 def _client_call(server, fn, cfg=None, key="k-test"):
     async def go():
         async with aiohttp.ClientSession() as s:
-            client = GoogleStreetView(s, cfg or StreetViewConfig(base_url=server.base_url, width=320, height=320), HttpConfig(attempts=2), key)
+            client = GoogleStreetView(HttpClient(s, HttpConfig(attempts=2)), cfg or StreetViewConfig(base_url=server.base_url, width=320, height=320), key)
             return await fn(client)
 
     return asyncio.run(go())
+
+
+async def _locate_capture(client, lat, lon):
+    return await client.capture(await client.locate(lat, lon))
 
 
 def _on_road(world, k=2):
@@ -27,7 +31,7 @@ def _on_road(world, k=2):
 
 def test_capture_gets_metadata_then_four_headings(tiny_server, tiny_world):
     lat, lon = _on_road(tiny_world)
-    cap = _client_call(tiny_server, lambda c: c.capture(lat, lon))
+    cap = _client_call(tiny_server, lambda c: _locate_capture(c, lat, lon))
     assert cap.provider == "google_streetview" and cap.pano_id.startswith("SYN")
     assert [v.heading for v in cap.views] == [0, 90, 180, 270]
     assert all(Image.open(io.BytesIO(v.image)).size == (320, 320) for v in cap.views)
@@ -38,10 +42,10 @@ def test_capture_gets_metadata_then_four_headings(tiny_server, tiny_world):
 
 def test_zero_results_and_denied_become_reasons(tiny_server):
     with pytest.raises(StageError) as err:
-        _client_call(tiny_server, lambda c: c.capture(0.0, 0.0))
+        _client_call(tiny_server, lambda c: c.locate(0.0, 0.0))
     assert err.value.reason == "street.zero_results"
     with pytest.raises(StageError) as err:
-        _client_call(tiny_server, lambda c: c.capture(0.0, 0.0), key="")
+        _client_call(tiny_server, lambda c: c.locate(0.0, 0.0), key="")
     assert err.value.reason == "street.request_denied"
 
 
