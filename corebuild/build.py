@@ -7,7 +7,6 @@ import dataclasses
 import json
 import logging
 import os
-import shutil
 import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -18,10 +17,13 @@ from .config import BuildConfig
 from .describe import load_describer
 from .errors import BuildError, ConfigError
 from .manifest import count_shards, write_manifest
+from .fetch import Fetcher
 from .ocr import load_ocr
+from .providers.aerial import AerialConfig
+from .providers import AERIAL_PRESETS, STREET_PROVIDERS
 from .provenance import code_version, library_versions
 from .regions import Region, load_region
-from .secrets import resolve_secret
+from .storage import Storage, open_storage
 from .write import RunStamp
 
 log = logging.getLogger("corebuild.build")
@@ -30,8 +32,15 @@ SYNTHETIC_KEY_ENV = "COREBUILD_SYNTHETIC_API_KEY"
 
 @dataclass(frozen=True)
 class BuildResult:
-    out_dir: Path
+    out_url: str  # <output>/<region>, a local path or gs:// URL
     manifest: dict[str, Any]
+
+    @property
+    def out_dir(self) -> Path:
+        """The build as a local path (local outputs only)."""
+        if "://" in self.out_url:
+            raise ValueError(f"{self.out_url} is not local")
+        return Path(self.out_url)
 
     @property
     def summary(self) -> str:
@@ -41,20 +50,56 @@ class BuildResult:
         return (
             f"{m['region_id']}: sampled {c['sampled']} / kept {c['kept']} / failed {c['failed']}"
             + (f" ({reasons})" if reasons else "")
-            + f" in {m['timings']['total_s']:.1f} s -> {self.out_dir / 'shards'}"
+            + f" in {m['timings']['total_s']:.1f} s -> {self.out_url}/shards"
         )
 
 
+def resolve_providers(cfg: BuildConfig, region: Region) -> BuildConfig:
+    """Command line > region manifest `providers` > defaults, for street, aerial and map."""
+    street = cfg.street_provider or region.providers.get("street") or cfg.fetch.street_provider
+    if street not in STREET_PROVIDERS:
+        raise ConfigError(f"unknown street provider {street!r}; known: {', '.join(sorted(STREET_PROVIDERS))}")
+    fetch = dataclasses.replace(cfg.fetch, street_provider=street)
+    for key, chosen in (("aerial", cfg.aerial_preset), ("map", cfg.map_preset)):
+        name = chosen or region.providers.get(key)
+        if name is None:
+            continue
+        if name not in AERIAL_PRESETS:
+            raise ConfigError(f"unknown {key} preset {name!r}; known: {', '.join(sorted(AERIAL_PRESETS))}")
+        preset = AERIAL_PRESETS[name]
+        if key == "aerial" and cfg.fetch.aerial.url_template:
+            continue  # the user's own --aerial-url wins over a manifest preset
+        fetch = dataclasses.replace(fetch, **{key: preset})
+    return dataclasses.replace(cfg, fetch=fetch)
+
+
 def with_synthetic_endpoints(cfg: BuildConfig, base_url: str) -> BuildConfig:
-    """Point the real Street View and XYZ clients at the synthetic world's server."""
+    """Point the real clients (whichever street provider was chosen, the XYZ aerial client and
+    the optional map client) at the synthetic world's server, which speaks their wire formats."""
+    f = cfg.fetch
     fetch = dataclasses.replace(
-        cfg.fetch,
-        street_provider="google_streetview",
-        streetview=dataclasses.replace(cfg.fetch.streetview, base_url=base_url, api_key_env=SYNTHETIC_KEY_ENV),
+        f,
+        streetview=dataclasses.replace(f.streetview, base_url=base_url, api_key_env=SYNTHETIC_KEY_ENV),
+        mapillary=dataclasses.replace(f.mapillary, base_url=f"{base_url}/mapillary", token_env=SYNTHETIC_KEY_ENV),
         aerial_provider="xyz",
-        aerial=dataclasses.replace(
-            cfg.fetch.aerial, url_template=f"{base_url}/tiles/{{z}}/{{x}}/{{y}}.png", attribution="corebuild synthetic world"
+        aerial=AerialConfig(
+            url_template=f"{base_url}/tiles/{{z}}/{{x}}/{{y}}.png",
+            zoom=f.aerial.zoom,
+            size=f.aerial.size,
+            attribution="corebuild synthetic world",
+            provider_name="synthetic_aerial",
         ),
+        map=AerialConfig(
+            url_template=f"{base_url}/osm/{{z}}/{{x}}/{{y}}.png",
+            zoom=f.map.zoom,
+            size=f.map.size,
+            image_format="png",
+            attribution="corebuild synthetic world (map style)",
+            max_blank_share=2.0,
+            provider_name="synthetic_map",
+        )
+        if f.map
+        else None,
     )
     return dataclasses.replace(cfg, fetch=fetch, imagery="synthetic")
 
@@ -64,10 +109,7 @@ def preflight(cfg: BuildConfig, region: Region) -> dict[str, Any]:
     Returns the model ids the build will record."""
     describer = load_describer(cfg.describe)
     ocr = load_ocr(cfg.ocr)
-    if cfg.imagery != "synthetic":
-        resolve_secret(cfg.fetch.streetview.api_key_env, "Google Street View")
-        if not cfg.fetch.aerial.url_template:
-            raise ConfigError("no aerial tile URL template: pass --aerial-url (an XYZ template with {z}/{x}/{y})")
+    Fetcher(cfg.fetch).close()  # resolves every provider's secrets and settings, then lets go
     return {
         "ocr": f"{ocr.name}:{ocr.model_id}",
         "segmentation": None,  # off until the segmentation backend lands; recorded, not implied
@@ -76,18 +118,15 @@ def preflight(cfg: BuildConfig, region: Region) -> dict[str, Any]:
     }
 
 
-def prepare_output(out_dir: Path) -> None:
-    out_dir.mkdir(parents=True, exist_ok=True)
-    stale = [out_dir / "shards", out_dir / "_sampling", out_dir / "manifest.json"]
-    if any(p.exists() for p in stale):
-        log.warning("replacing the previous build in %s", out_dir)
-    for p in stale:
-        if p.is_dir():
-            shutil.rmtree(p)
-        elif p.exists():
-            p.unlink()
-    (out_dir / "shards").mkdir()
-    (out_dir / "_sampling").mkdir()
+def prepare_output(storage: Storage, region_id: str) -> None:
+    """Remove a previous build of this region (shards, sampling summaries, manifest)."""
+    stale = [n for d in ("shards/", "_sampling/") for n in storage.list(f"{region_id}/{d}")]
+    if storage.exists(f"{region_id}/manifest.json"):
+        stale.append(f"{region_id}/manifest.json")
+    if stale:
+        log.warning("replacing the previous build in %s (%d objects)", storage.join(region_id), len(stale))
+    for name in stale:
+        storage.delete(name)
 
 
 def run_build(cfg: BuildConfig, pipeline_factory: Optional[Callable] = None) -> BuildResult:
@@ -95,6 +134,7 @@ def run_build(cfg: BuildConfig, pipeline_factory: Optional[Callable] = None) -> 
     started = datetime.now(timezone.utc)
     region = load_region(cfg.region_id, cfg.manifests_dir)
     server_proc = None
+    cfg = resolve_providers(cfg, region)
     try:
         if region.imagery == "synthetic" and cfg.imagery != "synthetic":
             from .synthetic.server import serve_in_subprocess
@@ -104,8 +144,8 @@ def run_build(cfg: BuildConfig, pipeline_factory: Optional[Callable] = None) -> 
             os.environ.setdefault(SYNTHETIC_KEY_ENV, "synthetic-not-a-secret")
             cfg = with_synthetic_endpoints(cfg, url)
         models = preflight(cfg, region)
-        out_dir = Path(cfg.output_dir) / region.id
-        prepare_output(out_dir)
+        storage = open_storage(cfg.output_dir)
+        prepare_output(storage, region.id)
         stamp = RunStamp(
             build_id=f"{region.id}-{started.strftime('%Y%m%dT%H%M%SZ')}",
             config_hash=cfg.content_hash(),
@@ -118,8 +158,9 @@ def run_build(cfg: BuildConfig, pipeline_factory: Optional[Callable] = None) -> 
             cfg,
             region,
             stamp,
-            str(out_dir / "shards" / "part"),
-            str(out_dir / "_sampling" / "sampling"),
+            storage,
+            f"{region.id}/shards/part",
+            f"{region.id}/_sampling",
             test_pipeline=pipeline_factory() if pipeline_factory else None,
         )
         pipeline_s = time.perf_counter() - t_pipe
@@ -128,8 +169,8 @@ def run_build(cfg: BuildConfig, pipeline_factory: Optional[Callable] = None) -> 
             server_proc.terminate()
             server_proc.wait(10)
 
-    sampling = [json.loads(line) for p in sorted((out_dir / "_sampling").glob("*.jsonl")) for line in p.read_text().splitlines() if line.strip()]
-    counts = count_shards(sorted((out_dir / "shards").glob("*.parquet")))
+    sampling = [json.loads(storage.read(n) or b"{}") for n in storage.list(f"{region.id}/_sampling/")]
+    counts = count_shards(storage, [n for n in storage.list(f"{region.id}/shards/") if n.endswith(".parquet")])
     sampled = sum(s["sampled"] for s in sampling)
     manifest = {
         "build_id": stamp.build_id,
@@ -147,11 +188,11 @@ def run_build(cfg: BuildConfig, pipeline_factory: Optional[Callable] = None) -> 
         "shards": counts["shards"],
         "timings": {"pipeline_s": round(pipeline_s, 2), "total_s": round(time.perf_counter() - t0, 2)},
     }
-    write_manifest(out_dir / "manifest.json", manifest)
-    result = BuildResult(out_dir, manifest)
+    write_manifest(storage, f"{region.id}/manifest.json", manifest)
+    result = BuildResult(storage.join(region.id), manifest)
     if not manifest["consistent"]:
         raise BuildError(
             f"build {stamp.build_id} is inconsistent: sampled {sampled}, rows {counts['rows']}, kept {counts['kept']}, "
-            f"failed {counts['failed']}, duplicate ids {counts['duplicate_sample_ids']} (see {out_dir / 'manifest.json'})"
+            f"failed {counts['failed']}, duplicate ids {counts['duplicate_sample_ids']} (see {storage.join(region.id + '/manifest.json')})"
         )
     return result

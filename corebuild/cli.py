@@ -15,7 +15,9 @@ def _build(args: argparse.Namespace) -> int:
     from .build import run_build
     from .config import BuildConfig, RunnerConfig
     from .ocr import OcrConfig
-    from .providers import AerialConfig, StreetViewConfig
+    from .providers import AerialConfig, HttpConfig, StreetViewConfig
+    from .providers.localfolder import LocalFolderConfig
+    from .providers.mapillary import MapillaryConfig
     from .fetch import FetchConfig
     from .sample import SampleConfig
 
@@ -24,12 +26,18 @@ def _build(args: argparse.Namespace) -> int:
     ocr_threads = args.ocr_threads if args.ocr_threads is not None else (max(1, (os.cpu_count() or 1) // workers) if workers > 1 else 0)
     street = StreetViewConfig(base_url=args.streetview_url) if args.streetview_url else StreetViewConfig()
     aerial = AerialConfig(url_template=args.aerial_url or "")
+    http = HttpConfig(rate_per_s=args.rate, concurrency=args.concurrency)
+    mapillary = MapillaryConfig(base_url=args.mapillary_url) if args.mapillary_url else MapillaryConfig()
+    local = LocalFolderConfig(root=args.local_folder or "")
     cfg = BuildConfig(
         region_id=args.region,
         output_dir=args.output,
         manifests_dir=args.manifests,
         sample=SampleConfig(seed=args.seed, min_spacing_m=args.min_spacing, limit=args.limit),
-        fetch=FetchConfig(streetview=street, aerial=aerial),
+        fetch=FetchConfig(streetview=street, aerial=aerial, http=http, mapillary=mapillary, local=local, cache_url=args.cache),
+        street_provider=args.street_provider,
+        aerial_preset=args.aerial_preset,
+        map_preset=args.map_preset,
         ocr=OcrConfig(threads=ocr_threads),
         runner=RunnerConfig(
             runner=args.runner,
@@ -109,6 +117,14 @@ def parser() -> argparse.ArgumentParser:
     b.add_argument("--runner", default="DirectRunner")
     b.add_argument("--streetview-url", default=None, help="Street View API base URL (default: Google's)")
     b.add_argument("--aerial-url", default=None, help="XYZ tile URL template, e.g. https://host/{z}/{x}/{y}.png")
+    b.add_argument("--street-provider", default=None, help="google_streetview (default), mapillary or local; overrides the manifest")
+    b.add_argument("--aerial-preset", default=None, help="a named aerial source (see README); overrides the manifest")
+    b.add_argument("--map-preset", default=None, help="add a map-tile modality, e.g. osm")
+    b.add_argument("--mapillary-url", default=None, help="Mapillary Graph API base URL (default: graph.mapillary.com)")
+    b.add_argument("--local-folder", default=None, help="folder of geotagged JPEGs for --street-provider local")
+    b.add_argument("--cache", default=None, help="response cache (directory or gs://bucket/prefix): reruns do not refetch")
+    b.add_argument("--rate", type=float, default=0.0, help="requests/s per provider per worker (0: unlimited)")
+    b.add_argument("--concurrency", type=int, default=16, help="HTTP requests in flight per worker")
     b.add_argument("beam_args", nargs="*", help="extra Beam pipeline options after --")
     b.set_defaults(func=_build)
 

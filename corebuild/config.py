@@ -6,7 +6,7 @@ import dataclasses
 import hashlib
 import json
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Optional
 
 from .describe import DescribeConfig
 from .fetch import FetchConfig
@@ -17,10 +17,8 @@ from .sample import SampleConfig
 @dataclass(frozen=True)
 class WriteConfig:
     codec: str = "zstd"
-    # Rows are turned into Arrow arrays this many at a time; rows carry ~0.3 MB of images.
-    record_batch_size: int = 32
-    row_group_buffer_bytes: int = 32 * 1024 * 1024
-    num_shards: int = 0  # 0: the runner decides
+    row_group_rows: int = 32  # rows carry ~0.3 MB of images: ~10 MB row groups
+    shard_bytes: int = 256 * 1024 * 1024  # roll over to a new shard past this size
 
 
 @dataclass(frozen=True)
@@ -46,6 +44,11 @@ class BuildConfig:
     output_dir: str = "build"
     manifests_dir: str = "region_manifests"
     imagery: str = "providers"  # "synthetic" when the region's world is served on loopback
+    # Choices made on the command line; None lets the region manifest's `providers` (or the
+    # default) decide. Resolved into `fetch` when the build starts (corebuild.build).
+    street_provider: Optional[str] = None
+    aerial_preset: Optional[str] = None
+    map_preset: Optional[str] = None
     sample: SampleConfig = field(default_factory=SampleConfig)
     fetch: FetchConfig = field(default_factory=FetchConfig)
     ocr: OcrConfig = field(default_factory=OcrConfig)
@@ -62,8 +65,12 @@ class BuildConfig:
         d = self.to_dict()
         for k in ("output_dir", "runner", "manifests_dir"):
             d.pop(k)
+        d["fetch"].pop("cache_url")  # a cache changes speed, not rows
         if self.imagery == "synthetic":
-            d["fetch"]["streetview"]["base_url"] = "synthetic"
-            d["fetch"]["aerial"]["url_template"] = "synthetic"
+            f = d["fetch"]
+            f["streetview"]["base_url"] = f["mapillary"]["base_url"] = "synthetic"
+            f["aerial"]["url_template"] = "synthetic"
+            if f["map"]:
+                f["map"]["url_template"] = "synthetic"
         blob = json.dumps(d, sort_keys=True, default=str).encode()
         return hashlib.sha256(blob).hexdigest()[:16]

@@ -31,3 +31,7 @@ class ModelUnavailableError(CorebuildError):
 
 class BuildError(CorebuildError):
     """A build finished but its output does not add up; the manifest says how."""
+
+
+class StorageError(CorebuildError):
+    """A storage location (local directory or gs:// bucket) cannot be read or written; names it."""

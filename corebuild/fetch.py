@@ -14,8 +14,11 @@ import aiohttp
 from aiolimiter import AsyncLimiter
 
 from .aio import LoopThread
+from .cache import open_cache
 from .errors import ConfigError, StageError
-from .providers import AERIAL_PROVIDERS, STREET_PROVIDERS, AerialConfig, HttpClient, HttpConfig, StreetViewConfig
+from .providers import AERIAL_PROVIDERS, STREET_PROVIDERS, AerialConfig, HttpClient, HttpConfig, StreetViewConfig, xyz_tiles
+from .providers.localfolder import LocalFolderConfig
+from .providers.mapillary import MapillaryConfig
 from .record import Record
 
 
@@ -25,7 +28,11 @@ class FetchConfig:
     streetview: StreetViewConfig = field(default_factory=StreetViewConfig)
     aerial_provider: str = "xyz"
     aerial: AerialConfig = field(default_factory=AerialConfig)
+    map: Optional[AerialConfig] = None  # a second aerial modality (OSM map tiles); None = off
     http: HttpConfig = field(default_factory=HttpConfig)
+    mapillary: MapillaryConfig = field(default_factory=MapillaryConfig)
+    local: LocalFolderConfig = field(default_factory=LocalFolderConfig)
+    cache_url: Optional[str] = None  # content-addressed response cache: a directory or gs://bucket/prefix
 
 
 def _internal(rec: Record, stage: str, exc: Exception) -> Record:
@@ -75,7 +82,7 @@ def dedupe(records: Sequence[Record]) -> list[Record]:
     return [out[r.sample_id] for r in records]
 
 
-async def capture_one(rec: Record, street, aerial) -> Record:
+async def capture_one(rec: Record, street, aerial, map_tiles=None) -> Record:
     if rec.failed:
         return rec
     if rec.location is None:
@@ -83,12 +90,13 @@ async def capture_one(rec: Record, street, aerial) -> Record:
     t0 = time.perf_counter()
     try:
         capture = await street.capture(rec.location)
-        crop = await aerial.crop(capture.lat, capture.lon)
+        crops = [aerial.crop(capture.lat, capture.lon)] + ([map_tiles.crop(capture.lat, capture.lon)] if map_tiles else [])
+        crop, *maybe_map = await asyncio.gather(*crops)
     except StageError as exc:
         return rec.fail(exc.reason, str(exc)).timed("fetch", time.perf_counter() - t0)
     except Exception as exc:
         return _internal(rec, "fetch", exc)
-    return rec.with_(street=capture, aerial=crop).timed("fetch", time.perf_counter() - t0)
+    return rec.with_(street=capture, aerial=crop, map=maybe_map[0] if maybe_map else None).timed("fetch", time.perf_counter() - t0)
 
 
 class Fetcher:
@@ -96,6 +104,8 @@ class Fetcher:
     with its own rate limit; `cache` (optional) answers repeated requests on reruns."""
 
     def __init__(self, cfg: FetchConfig, cache=None):
+        if cache is None and cfg.cache_url:
+            cache = open_cache(cfg.cache_url)
         if cfg.street_provider not in STREET_PROVIDERS:
             raise ConfigError(f"unknown street provider {cfg.street_provider!r}; known: {sorted(STREET_PROVIDERS)}")
         if cfg.aerial_provider not in AERIAL_PROVIDERS:
@@ -121,6 +131,7 @@ class Fetcher:
         try:
             street = STREET_PROVIDERS[self.cfg.street_provider](self.cfg, self._client(session))
             aerial = AERIAL_PROVIDERS[self.cfg.aerial_provider](self.cfg, self._client(session))
+            self.map = xyz_tiles(self.cfg.map, self._client(session), "map") if self.cfg.map else None
         except BaseException:
             await session.close()
             raise
@@ -134,7 +145,7 @@ class Fetcher:
 
     def capture(self, records: Sequence[Record]) -> list[Record]:
         async def run():
-            return list(await asyncio.gather(*(capture_one(r, self.street, self.aerial) for r in records)))
+            return list(await asyncio.gather(*(capture_one(r, self.street, self.aerial, self.map) for r in records)))
 
         return self._loop.run(run())
 

@@ -5,26 +5,21 @@ from __future__ import annotations
 import hashlib
 import json
 from collections import Counter
-from pathlib import Path
 from typing import Any
 
+import pyarrow as pa
 import pyarrow.parquet as pq
 
 
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
-def count_shards(shard_paths: list[Path]) -> dict[str, Any]:
-    """Counts by status and failure reason, read from the shards (not from what we hoped)."""
+def count_shards(storage, names: list[str]) -> dict[str, Any]:
+    """Counts by status and failure reason, read from the stored shards (not from what we hoped)."""
     shards, status, reasons, per_region = [], Counter(), Counter(), {}
     ids: Counter = Counter()
-    for path in sorted(shard_paths):
-        table = pq.read_table(path, columns=["sample_id", "region_id", "status", "failure_reason"])
+    for name in sorted(names):
+        data = storage.read(name)
+        if data is None:
+            raise FileNotFoundError(storage.join(name))
+        table = pq.read_table(pa.BufferReader(data), columns=["sample_id", "region_id", "status", "failure_reason"])
         cols = table.to_pydict()
         for sid, rid, st, why in zip(cols["sample_id"], cols["region_id"], cols["status"], cols["failure_reason"]):
             ids[sid] += 1
@@ -34,7 +29,7 @@ def count_shards(shard_paths: list[Path]) -> dict[str, Any]:
             if st == "failed":
                 reasons[why or "unknown"] += 1
                 r["failed_by_reason"][why or "unknown"] += 1
-        shards.append({"path": path.name, "rows": table.num_rows, "bytes": path.stat().st_size, "sha256": sha256_file(path)})
+        shards.append({"path": name.rsplit("/", 1)[-1], "rows": table.num_rows, "bytes": len(data), "sha256": hashlib.sha256(data).hexdigest()})
     for r in per_region.values():
         r["failed_by_reason"] = dict(sorted(r["failed_by_reason"].items()))
     return {
@@ -49,7 +44,6 @@ def count_shards(shard_paths: list[Path]) -> dict[str, Any]:
     }
 
 
-def write_manifest(path: Path, manifest: dict[str, Any]) -> None:
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(manifest, indent=2, sort_keys=False, default=str) + "\n", encoding="utf-8")
-    tmp.replace(path)  # atomic: a reader never sees half a manifest
+def write_manifest(storage, name: str, manifest: dict[str, Any]) -> None:
+    # Storage writes are atomic: a reader never sees half a manifest.
+    storage.write(name, (json.dumps(manifest, indent=2, sort_keys=False, default=str) + "\n").encode("utf-8"))

@@ -113,6 +113,7 @@ class Record:
     location: Optional[StreetLocation] = None
     street: Optional[StreetCapture] = None
     aerial: Optional[AerialCrop] = None
+    map: Optional[AerialCrop] = None  # optional second aerial modality (OSM map tiles)
     ocr: Optional[tuple[OcrText, ...]] = None
     ocr_backend: Optional[str] = None
     description: Optional[Description] = None

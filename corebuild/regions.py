@@ -142,6 +142,12 @@ def parse_region(doc: Any, path: str) -> Region:
     providers = doc.get("providers", {})
     if not isinstance(providers, dict):
         raise ManifestError(path, "providers", "expected an object")
+    known = provider_names()
+    for key, value in providers.items():
+        if key not in known:
+            raise ManifestError(path, f"providers.{key}", f"unknown key (known: {', '.join(sorted(known))})")
+        if value not in known[key]:
+            raise ManifestError(path, f"providers.{key}", f"{value!r} is not one of {', '.join(sorted(known[key]))}")
     region = Region(
         id=rid,
         name=name,
@@ -159,6 +165,13 @@ def parse_region(doc: Any, path: str) -> Region:
     if not MIN_AREA_KM2 <= area <= MAX_AREA_KM2:
         raise ManifestError(path, "polygon", f"area {area:.3f} km² is outside {MIN_AREA_KM2}..{MAX_AREA_KM2:.0f} km²")
     return region
+
+
+def provider_names() -> dict[str, set[str]]:
+    """What a manifest's `providers` may name: street providers and aerial/map presets."""
+    from .providers import AERIAL_PRESETS, STREET_PROVIDERS
+
+    return {"street": set(STREET_PROVIDERS), "aerial": set(AERIAL_PRESETS), "map": set(AERIAL_PRESETS)}
 
 
 @lru_cache(maxsize=1)

@@ -52,6 +52,7 @@ FIELDS: list[tuple[str, pa.DataType, str]] = [
     ("error", pa.string(), "human-readable failure message (no secrets), else null"),
     ("street_provider", pa.string(), "street-level provider name"),
     ("pano_id", pa.string(), "provider's panorama/image id"),
+    ("sequence_id", pa.string(), "capture sequence (Mapillary), if the provider has one"),
     ("street_lat", pa.float64(), "camera latitude (snapped by the provider), degrees"),
     ("street_lon", pa.float64(), "camera longitude, degrees"),
     ("capture_date", pa.string(), "capture date as the provider reports it (YYYY-MM)"),
@@ -72,6 +73,16 @@ FIELDS: list[tuple[str, pa.DataType, str]] = [
     ("aerial_gsd_m", pa.float64(), "ground metres per pixel at the crop centre"),
     ("aerial_tiles", pa.int16(), "number of tiles stitched"),
     ("aerial_attribution", pa.string(), "source attribution, if any"),
+    ("map_provider", pa.string(), "map-tile source (second aerial modality, e.g. OSM), null when off"),
+    ("map_image", pa.binary(), "north-up map crop centred on the camera, encoded"),
+    ("map_format", pa.string(), "jpeg | png"),
+    ("map_zoom", pa.int16(), "Web Mercator zoom of the map crop"),
+    ("map_west", pa.float64(), "map crop bounds, degrees"),
+    ("map_south", pa.float64(), "map crop bounds, degrees"),
+    ("map_east", pa.float64(), "map crop bounds, degrees"),
+    ("map_north", pa.float64(), "map crop bounds, degrees"),
+    ("map_gsd_m", pa.float64(), "ground metres per pixel at the map crop centre"),
+    ("map_attribution", pa.string(), "map source attribution"),
     ("ocr", pa.list_(_OCR), "OCR evidence: text, confidence, box, heading of the view"),
     ("ocr_backend", pa.string(), "OCR backend and model id"),
     ("description", pa.string(), "scene description"),
@@ -115,7 +126,7 @@ class RunStamp:
 
 
 def record_to_row(rec: Record, stamp: RunStamp) -> dict[str, Any]:
-    s, a, d = rec.street, rec.aerial, rec.description
+    s, a, m, d = rec.street, rec.aerial, rec.map, rec.description
     return {
         "sample_id": rec.sample_id,
         "region_id": rec.region_id,
@@ -129,6 +140,7 @@ def record_to_row(rec: Record, stamp: RunStamp) -> dict[str, Any]:
         "error": rec.error,
         "street_provider": s.provider if s else None,
         "pano_id": s.pano_id if s else None,
+        "sequence_id": s.sequence_id if s else None,
         "street_lat": s.lat if s else None,
         "street_lon": s.lon if s else None,
         "capture_date": s.capture_date if s else None,
@@ -154,6 +166,16 @@ def record_to_row(rec: Record, stamp: RunStamp) -> dict[str, Any]:
         "aerial_gsd_m": a.gsd_m if a else None,
         "aerial_tiles": a.tiles if a else None,
         "aerial_attribution": a.attribution if a else None,
+        "map_provider": m.provider if m else None,
+        "map_image": m.image if m else None,
+        "map_format": m.image_format if m else None,
+        "map_zoom": m.zoom if m else None,
+        "map_west": m.west if m else None,
+        "map_south": m.south if m else None,
+        "map_east": m.east if m else None,
+        "map_north": m.north if m else None,
+        "map_gsd_m": m.gsd_m if m else None,
+        "map_attribution": m.attribution if m else None,
         "ocr": [
             {"heading": t.heading, "text": t.text, "confidence": t.confidence, "box": [c for xy in t.box for c in xy]} for t in rec.ocr
         ]
@@ -170,6 +192,64 @@ def record_to_row(rec: Record, stamp: RunStamp) -> dict[str, Any]:
         "config_hash": stamp.config_hash,
         "code_version": stamp.code_version,
     }
+
+
+class ShardWriter:
+    """Rows -> Parquet shards in a Storage (local directory or gs://), rolling over by size.
+
+    Each shard is built in memory and stored with one atomic write, so a shard either exists
+    whole or not at all. Row groups hold `row_group_rows` rows (rows carry ~0.3 MB of images).
+    """
+
+    def __init__(self, storage, prefix: str, target_bytes: int = 256 * 1024 * 1024, row_group_rows: int = 32, codec: str = "zstd"):
+        import uuid
+
+        self.storage, self.prefix = storage, prefix
+        self.target_bytes, self.row_group_rows, self.codec = target_bytes, row_group_rows, codec
+        self.schema = shard_schema()
+        self._tag = uuid.uuid4().hex[:12]  # unique per writer: workers never collide
+        self._rows: list[dict[str, Any]] = []
+        self._buf = None
+        self._writer = None
+        self._n = 0
+        self.written: list[tuple[str, int]] = []  # (name, rows)
+        self._shard_rows = 0
+
+    def write(self, row: dict[str, Any]) -> None:
+        self._rows.append(row)
+        if len(self._rows) >= self.row_group_rows:
+            self._flush_rows()
+            if self._buf is not None and self._buf.tell() >= self.target_bytes:
+                self._finish_shard()
+
+    def _flush_rows(self) -> None:
+        import io
+
+        import pyarrow.parquet as pq
+
+        if not self._rows:
+            return
+        if self._writer is None:
+            self._buf = io.BytesIO()
+            self._writer = pq.ParquetWriter(self._buf, self.schema, compression=self.codec)
+        self._writer.write_table(pa.Table.from_pylist(self._rows, schema=self.schema), row_group_size=len(self._rows))
+        self._shard_rows += len(self._rows)
+        self._rows = []
+
+    def _finish_shard(self) -> None:
+        if self._writer is None:
+            return
+        self._writer.close()
+        name = f"{self.prefix}-{self._tag}-{self._n:04d}.parquet"
+        self.storage.write(name, self._buf.getvalue())
+        self.written.append((name, self._shard_rows))
+        self._n += 1
+        self._writer, self._buf, self._shard_rows = None, None, 0
+
+    def close(self) -> list[tuple[str, int]]:
+        self._flush_rows()
+        self._finish_shard()
+        return self.written
 
 
 def schema_markdown() -> str:

@@ -9,7 +9,6 @@ from typing import Sequence
 
 import apache_beam as beam
 import numpy as np
-from apache_beam.io.parquetio import WriteToParquet
 from apache_beam.metrics import Metrics
 
 from corebuild.config import BuildConfig
@@ -20,7 +19,7 @@ from corebuild.ocr import load_ocr
 from corebuild.record import Record
 from corebuild.regions import Region
 from corebuild.sample import SamplingPlan, records_of
-from corebuild.write import RunStamp, record_to_row, shard_schema
+from corebuild.write import RunStamp, ShardWriter, record_to_row
 
 log = logging.getLogger("corebuild.pipeline")
 NS = "corebuild"
@@ -194,9 +193,39 @@ class DescribeDoFn(beam.DoFn):
             log.info("progress: %d records written by this worker", self.done)
 
 
-def build_pipeline(p: beam.Pipeline, cfg: BuildConfig, region: Region, stamp: RunStamp, shards_prefix: str, sampling_prefix: str) -> None:
+class WriteShardsDoFn(beam.DoFn):
+    """Rows -> Parquet shards in the output storage (local or gs://), one writer per bundle."""
+
+    def __init__(self, storage, prefix: str, cfg: BuildConfig):
+        self.storage, self.prefix, self.cfg = storage, prefix, cfg
+
+    def start_bundle(self):
+        w = self.cfg.write
+        self.writer = ShardWriter(self.storage, self.prefix, w.shard_bytes, w.row_group_rows, w.codec)
+
+    def process(self, row):
+        self.writer.write(row)
+
+    def finish_bundle(self):
+        for name, rows in self.writer.close():
+            Metrics.counter(NS, "shards").inc()
+            log.info("wrote %s (%d rows)", self.storage.join(name), rows)
+
+
+class WriteSamplingDoFn(beam.DoFn):
+    """One small JSON per region: requested vs sampled and any shortfall (idempotent on retry)."""
+
+    def __init__(self, storage, prefix: str):
+        self.storage, self.prefix = storage, prefix
+
+    def process(self, summary: str):
+        region_id = json.loads(summary)["region_id"]
+        self.storage.write(f"{self.prefix}/{region_id}.json", summary.encode())
+
+
+def build_pipeline(p: beam.Pipeline, cfg: BuildConfig, region: Region, stamp: RunStamp, storage, shards_prefix: str, sampling_prefix: str) -> None:
     sampled = sample_points(p, cfg, {region.id: region})
-    sampled[SAMPLING_TAG] | "WriteSampling" >> beam.io.WriteToText(sampling_prefix, file_name_suffix=".jsonl", num_shards=1)
+    sampled[SAMPLING_TAG] | "WriteSampling" >> beam.ParDo(WriteSamplingDoFn(storage, sampling_prefix))
     context = {region.id: {"name": region.name, "country": region.country}}
     records = (
         sampled.points
@@ -210,27 +239,14 @@ def build_pipeline(p: beam.Pipeline, cfg: BuildConfig, region: Region, stamp: Ru
         | "Evidence" >> beam.ParDo(EvidenceDoFn(cfg))
         | "Describe" >> beam.ParDo(DescribeDoFn(cfg, context))
     )
-    (
-        records
-        | "ToRow" >> beam.Map(record_to_row, stamp)
-        | "Write"
-        >> WriteToParquet(
-            shards_prefix,
-            shard_schema(),
-            codec=cfg.write.codec,
-            record_batch_size=cfg.write.record_batch_size,
-            row_group_buffer_size=cfg.write.row_group_buffer_bytes,
-            num_shards=cfg.write.num_shards,
-            file_name_suffix=".parquet",
-        )
-    )
+    records | "ToRow" >> beam.Map(record_to_row, stamp) | "Write" >> beam.ParDo(WriteShardsDoFn(storage, shards_prefix, cfg))
 
 
-def run(cfg: BuildConfig, region: Region, stamp: RunStamp, shards_prefix: str, sampling_prefix: str, test_pipeline: beam.Pipeline | None = None) -> None:
+def run(cfg: BuildConfig, region: Region, stamp: RunStamp, storage, shards_prefix: str, sampling_prefix: str, test_pipeline: beam.Pipeline | None = None) -> None:
     from apache_beam.options.pipeline_options import PipelineOptions
 
     p = test_pipeline or beam.Pipeline(options=PipelineOptions(cfg.runner.pipeline_args()))
-    build_pipeline(p, cfg, region, stamp, shards_prefix, sampling_prefix)
+    build_pipeline(p, cfg, region, stamp, storage, shards_prefix, sampling_prefix)
     result = p.run()
     result.wait_until_finish()
 

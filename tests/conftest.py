@@ -77,3 +77,61 @@ def synthetic_key(monkeypatch):
 @pytest.fixture(scope="session")
 def prompts_dir() -> Path:
     return ROOT / "prompts"
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _answers(url: str, deadline_s: float) -> bool:
+    import time
+    import urllib.error
+    import urllib.request
+
+    end = time.monotonic() + deadline_s
+    while time.monotonic() < end:
+        try:
+            with urllib.request.urlopen(f"{url}/storage/v1/b?project=probe", timeout=1) as resp:
+                return resp.status == 200
+        except (urllib.error.URLError, OSError):
+            time.sleep(0.05)
+    return False
+
+
+@pytest.fixture(scope="session")
+def gcs_emulator():
+    """gcp-storage-emulator in this process (in-memory, loopback, free port) with one bucket;
+    STORAGE_EMULATOR_HOST points at it for the rest of the session."""
+    import threading
+
+    from gcp_storage_emulator.server import create_server
+
+    server = host = None
+    for _ in range(3):
+        port = _free_port()
+        candidate = create_server("127.0.0.1", port, in_memory=True)
+        # Server.start() waits forever if its thread cannot bind (port taken since we probed it),
+        # so start it on the side and give up on that port after a few seconds.
+        starter = threading.Thread(target=candidate.start, daemon=True)
+        starter.start()
+        starter.join(5)
+        if not starter.is_alive() and _answers(f"http://127.0.0.1:{port}", 5):
+            server, host = candidate, f"http://127.0.0.1:{port}"
+            break
+    assert server is not None and host is not None, "gcp-storage-emulator did not start"
+
+    from google.auth.credentials import AnonymousCredentials
+    from google.cloud import storage
+
+    bucket = "corebuild-test"
+    try:
+        with pytest.MonkeyPatch.context() as mp:
+            mp.setenv("STORAGE_EMULATOR_HOST", host)
+            storage.Client(credentials=AnonymousCredentials(), project="corebuild-local").create_bucket(bucket)
+            yield {"host": host, "bucket": bucket}
+    finally:
+        server.stop()

@@ -31,3 +31,49 @@ def test_unreachable_provider_gives_failure_rows_not_a_crash(tiny_region, synthe
         out = f.fetch(records)
     assert all(r.failed and r.failure_reason == "street.unreachable" for r in out)
     assert all(synthetic_key not in r.error for r in out)
+
+
+def test_points_on_one_panorama_keep_the_lowest_index(tiny_world, tiny_server, synthetic_key):
+    from corebuild.fetch import dedupe
+    from corebuild.record import Record
+
+    cfg = with_synthetic_endpoints(BuildConfig(region_id="tiny"), tiny_server.base_url)
+    road = tiny_world.roads[1]
+    p = road.line.interpolate(road.line.length / 2)
+    lat, lon = tiny_world.to_latlon(p.x + 3, p.y + 3)
+    far_lat, far_lon = tiny_world.to_latlon(p.x + 60, p.y + 3)
+    recs = [Record(f"tiny-s0-{i:07d}", "tiny", 0, i, la, lo) for i, (la, lo) in enumerate([(lat, lon), (far_lat, far_lon), (lat, lon)])]
+    with Fetcher(cfg.fetch) as f:
+        out = f.capture(dedupe(f.locate(recs[::-1])))[::-1]
+    assert not out[0].failed and out[0].street is not None
+    assert out[2].failure_reason == "street.duplicate" and "tiny-s0-0000000" in out[2].error and out[2].street is None
+    assert out[1].failure_reason != "street.duplicate"
+
+
+def test_keep_first_is_order_independent():
+    from corebuild.fetch import keep_first
+    from corebuild.record import Record, StreetLocation
+
+    loc = StreetLocation("p", "IMG", 0, 0, None, 1.0, "PANO1")
+    recs = [Record(f"r-s0-{i:07d}", "r", 0, i, 0, 0, location=loc) for i in (5, 2, 9)]
+    for order in (recs, recs[::-1]):
+        out = {r.point_index: r for r in keep_first(order)}
+        assert not out[2].failed and out[5].failure_reason == out[9].failure_reason == "street.duplicate"
+
+
+def test_a_rerun_with_a_cache_fetches_no_image_twice(tiny_region, tiny_server, synthetic_key, tmp_path):
+    from corebuild.cache import open_cache
+
+    cfg = with_synthetic_endpoints(BuildConfig(region_id="tiny"), tiny_server.base_url)
+    fetch = dataclasses.replace(cfg.fetch, cache_url=str(tmp_path / "cache"))
+    records = sample_records(tiny_region, SampleConfig(limit=4))
+    with Fetcher(fetch) as f:
+        first = f.fetch(records)
+        sent_first = f.street.http.requests + f.aerial.http.requests
+    with Fetcher(fetch) as f:
+        second = f.fetch(records)
+        images_sent = f.street.http.requests - len(records)  # one free metadata call per point, never cached
+        assert f.aerial.http.requests == 0 and images_sent == 0  # only the free metadata calls go out
+        assert f.street.http.cache_hits + f.aerial.http.cache_hits > 0 and sent_first > 0
+    assert [r.street.views[0].image if r.street else None for r in first] == [r.street.views[0].image if r.street else None for r in second]
+    assert open_cache(str(tmp_path / "cache")).storage.list("blobs")

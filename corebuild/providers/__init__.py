@@ -12,8 +12,10 @@ from typing import Callable, Protocol
 
 from ..record import AerialCrop, StreetCapture, StreetLocation
 from ..secrets import resolve_secret
-from .aerial import AerialConfig, XYZTiles
+from .aerial import AERIAL_PRESETS, AerialConfig, XYZTiles
 from .http import HttpClient, HttpConfig
+from .localfolder import LocalFolder
+from .mapillary import Mapillary
 from .streetview import GoogleStreetView, StreetViewConfig
 
 
@@ -40,6 +42,15 @@ def _google(cfg, http: HttpClient) -> StreetProvider:
 
 # name -> factory(FetchConfig, HttpClient)
 STREET_PROVIDERS: dict[str, Callable[..., StreetProvider]] = {"google_streetview": _google}
-AERIAL_PROVIDERS: dict[str, Callable[..., AerialProvider]] = {"xyz": lambda cfg, http: XYZTiles(http, cfg.aerial)}
+STREET_PROVIDERS["mapillary"] = lambda cfg, http: Mapillary(http, cfg.mapillary, resolve_secret(cfg.mapillary.token_env, "Mapillary"))
+STREET_PROVIDERS["local"] = lambda cfg, http: LocalFolder(cfg.local)
 
-__all__ = ["AERIAL_PROVIDERS", "STREET_PROVIDERS", "AerialConfig", "HttpClient", "HttpConfig", "StreetViewConfig"]
+
+def xyz_tiles(acfg: AerialConfig, http: HttpClient, stage: str) -> XYZTiles:
+    key = resolve_secret(acfg.api_key_env, f"{stage} tiles ({acfg.provider_name})") if acfg.api_key_env else ""
+    return XYZTiles(http, acfg, key, stage)
+
+
+AERIAL_PROVIDERS: dict[str, Callable[..., AerialProvider]] = {"xyz": lambda cfg, http: xyz_tiles(cfg.aerial, http, "aerial")}
+
+__all__ = ["AERIAL_PRESETS", "AERIAL_PROVIDERS", "STREET_PROVIDERS", "AerialConfig", "HttpClient", "HttpConfig", "StreetViewConfig"]

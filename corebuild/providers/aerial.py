@@ -11,9 +11,10 @@ from typing import Optional
 import mercantile
 from PIL import Image
 
-from ..errors import StageError
+from ..errors import ConfigError, StageError
 from ..geo import mercator_gsd
 from ..record import AerialCrop
+from .blank import is_placeholder, is_uniform
 from .http import HttpClient, decode_image
 
 _WORLD_M = 2 * math.pi * 6378137.0  # Web Mercator world width in metres
@@ -21,13 +22,59 @@ _WORLD_M = 2 * math.pi * 6378137.0  # Web Mercator world width in metres
 
 @dataclass(frozen=True)
 class AerialConfig:
-    url_template: str = ""  # {z} {x} {y}, optional {s} (subdomain), {q} (quadkey), {-y} (TMS row)
+    # {z} {x} {y}, optional {s} (subdomain), {q} (quadkey), {-y} (TMS row), {key} (secret from
+    # api_key_env, substituted on the worker, redacted in messages)
+    url_template: str = ""
     zoom: int = 20
     size: int = 512  # crop width = height, pixels
-    tile_size: int = 256
+    tile_size: int = 256  # 256, or 512 for @2x sources
     subdomains: tuple[str, ...] = ()
     image_format: str = "jpeg"  # encoding of the stitched crop
     attribution: Optional[str] = None
+    api_key_env: Optional[str] = None
+    max_zoom: int = 22
+    # sha256 of tiles a source serves where it has no imagery ("map data not yet available")
+    placeholder_sha256: tuple[str, ...] = ()
+    # a crop fails as `aerial.no_imagery` when at least this share of its tiles is blank
+    max_blank_share: float = 0.5
+    provider_name: str = "xyz"
+
+
+# Named sources. Each still needs the user's right to use it; keys come from the environment.
+AERIAL_PRESETS: dict[str, AerialConfig] = {
+    "esri_world_imagery": AerialConfig(
+        url_template="https://server.arcgisonline.com/ArcGIS/rest/services/World_Imagery/MapServer/tile/{z}/{y}/{x}",
+        attribution="Esri, Maxar, Earthstar Geographics, and the GIS User Community",
+        max_zoom=19,
+        zoom=19,
+        provider_name="esri_world_imagery",
+    ),
+    "bing_aerial": AerialConfig(
+        url_template="https://ecn.t{s}.tiles.virtualearth.net/tiles/a{q}.jpeg?g=1&key={key}",
+        subdomains=("0", "1", "2", "3"),
+        attribution="© Microsoft (Bing Maps)",
+        api_key_env="BING_MAPS_KEY",
+        max_zoom=20,
+        provider_name="bing_aerial",
+    ),
+    "mapbox_satellite": AerialConfig(
+        url_template="https://api.mapbox.com/v4/mapbox.satellite/{z}/{x}/{y}@2x.jpg90?access_token={key}",
+        tile_size=512,
+        attribution="© Mapbox © Maxar",
+        api_key_env="MAPBOX_ACCESS_TOKEN",
+        max_zoom=22,
+        provider_name="mapbox_satellite",
+    ),
+    "osm": AerialConfig(
+        url_template="https://tile.openstreetmap.org/{z}/{x}/{y}.png",
+        attribution="© OpenStreetMap contributors",
+        max_zoom=19,
+        zoom=19,
+        image_format="png",
+        provider_name="osm",
+        max_blank_share=2.0,  # flat map tiles (water, parks) are real answers, not "no imagery"
+    ),
+}
 
 
 @dataclass(frozen=True)
@@ -76,8 +123,8 @@ def plan_crop(lat: float, lon: float, zoom: int, size: int, tile_size: int = 256
     return CropPlan(zoom, (ox, oy), size, tiles, offsets, west, south, east, north, clat, clon)
 
 
-def tile_url(template: str, tile: mercantile.Tile, subdomains: tuple[str, ...] = ()) -> str:
-    url = template.replace("{z}", str(tile.z)).replace("{x}", str(tile.x)).replace("{y}", str(tile.y))
+def tile_url(template: str, tile: mercantile.Tile, subdomains: tuple[str, ...] = (), key: str = "") -> str:
+    url = template.replace("{z}", str(tile.z)).replace("{x}", str(tile.x)).replace("{y}", str(tile.y)).replace("{key}", key)
     url = url.replace("{-y}", str(2**tile.z - 1 - tile.y)).replace("{q}", mercantile.quadkey(tile))
     if "{s}" in url:
         if not subdomains:
@@ -87,26 +134,37 @@ def tile_url(template: str, tile: mercantile.Tile, subdomains: tuple[str, ...] =
 
 
 class XYZTiles:
-    name = "xyz"
 
-    def __init__(self, http: HttpClient, cfg: AerialConfig):
+    def __init__(self, http: HttpClient, cfg: AerialConfig, key: str = "", stage: str = "aerial"):
         if not cfg.url_template:
-            raise StageError("aerial.config", "no aerial tile URL template configured")
-        self.http, self.cfg = http, cfg
+            raise ConfigError(f"{stage}: no tile URL template configured (--{stage}-url or --{stage}-preset)")
+        if "{key}" in cfg.url_template and not key:
+            raise ConfigError(f"{stage}: the tile template needs {{key}} but no api_key_env is set")
+        if cfg.zoom > cfg.max_zoom:
+            raise ConfigError(f"{stage}: zoom {cfg.zoom} is beyond this source's maximum {cfg.max_zoom}")
+        self.http, self.cfg, self._key, self.stage = http, cfg, key, stage
+        self.name = cfg.provider_name
 
-    async def _tile(self, tile: mercantile.Tile) -> Image.Image:
-        res = await self.http.get(tile_url(self.cfg.url_template, tile, self.cfg.subdomains), {}, "aerial")
+    async def _tile(self, tile: mercantile.Tile) -> tuple[Image.Image, bool]:
+        """The tile and whether it is blank ("no imagery")."""
+        where = f"tile {tile.z}/{tile.x}/{tile.y}"
+        res = await self.http.get(tile_url(self.cfg.url_template, tile, self.cfg.subdomains, self._key), {}, self.stage)
         if res.status != 200:
-            raise StageError(f"aerial.http_{res.status}", f"tile {tile.z}/{tile.x}/{tile.y} answered HTTP {res.status}")
-        img = decode_image(res.body, "aerial", f"tile {tile.z}/{tile.x}/{tile.y}")
+            raise StageError(f"{self.stage}.http_{res.status}", f"{where} answered HTTP {res.status}")
+        img = decode_image(res.body, self.stage, where)
         if img.size != (self.cfg.tile_size, self.cfg.tile_size):
-            raise StageError("aerial.bad_image", f"tile {tile.z}/{tile.x}/{tile.y} is {img.size}, expected {self.cfg.tile_size} px")
-        return img.convert("RGB")
+            raise StageError(f"{self.stage}.bad_image", f"{where} is {img.size}, expected {self.cfg.tile_size} px")
+        blank = is_placeholder(res.body, self.cfg.placeholder_sha256) or is_uniform(img)
+        return img.convert("RGB"), blank
 
     async def crop(self, lat: float, lon: float) -> AerialCrop:
         c = self.cfg
         plan = plan_crop(lat, lon, c.zoom, c.size, c.tile_size)
-        images = await asyncio.gather(*(self._tile(t) for t in plan.tiles))
+        fetched = await asyncio.gather(*(self._tile(t) for t in plan.tiles))
+        blank = sum(b for _, b in fetched)
+        if blank and blank >= c.max_blank_share * len(fetched):
+            raise StageError(f"{self.stage}.no_imagery", f"{blank} of {len(fetched)} tiles at zoom {c.zoom} are blank or placeholders")
+        images = [img for img, _ in fetched]
         canvas = Image.new("RGB", (c.size, c.size))
         for offset, img in zip(plan.offsets, images):
             canvas.paste(img, offset)

@@ -121,8 +121,11 @@ class HttpClient:
         stage: str,
         headers: Optional[Mapping[str, str]] = None,
         cacheable: bool = True,
+        cache_key: Optional[str] = None,
     ) -> HttpResult:
-        key = redact_url(f"{url}?{urlencode(sorted(params.items()), safe=',|')}" if params else url)
+        """`cache_key` replaces the URL as the cache key where the URL is not stable (pre-signed
+        CDN links expire, but the image they point to does not change)."""
+        key = cache_key or redact_url(f"{url}?{urlencode(sorted(params.items()), safe=',|')}" if params else url)
         if cacheable and self.cache is not None:
             body = await self.cache.get(key)
             if body is not None:

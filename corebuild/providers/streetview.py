@@ -14,6 +14,7 @@ from urllib.parse import urlencode, urlsplit
 from ..errors import StageError
 from ..geo import distance_m
 from ..record import StreetCapture, StreetLocation, StreetView
+from .blank import is_mostly_flat
 from .http import HttpClient, decode_image
 
 # Metadata statuses the API documents; anything else is reported as it came.
@@ -101,6 +102,8 @@ class GoogleStreetView:
         if res.status != 200:
             raise StageError(f"street.http_{res.status}", f"Street View image (heading {heading:g}) answered HTTP {res.status}")
         img = decode_image(res.body, "street", f"Street View image (heading {heading:g})")
+        if is_mostly_flat(img):  # the grey "Sorry, we have no imagery here" picture
+            raise StageError("street.no_imagery", f"Street View image at heading {heading:g} is the no-imagery placeholder")
         if img.size != (c.width, c.height):
             raise StageError("street.bad_image", f"Street View image is {img.size}, asked for {c.width}x{c.height}")
         fmt = (img.format or "jpeg").lower()

@@ -291,36 +291,61 @@ def encode(img: Image.Image, fmt: str, quality: int = 90) -> bytes:
     return buf.getvalue()
 
 
-def render_tile(world: "World", z: int, x: int, y: int, size: int = 256) -> Image.Image:
-    """A north-up Web Mercator tile of the world, drawn at 2x and downsampled (anti-aliasing)."""
-    ss = size * 2
+# Layer styles: (layer, fill, outline) drawn in order. Aerial mimics imagery; map mimics OSM.
+def _aerial_style(world: "World"):
+    roof = lambda i: world.buildings[i].roof_rgb  # noqa: E731
+    return [
+        ("parks", lambda i: GRASS, None),
+        ("lake", lambda i: WATER, None),
+        ("walks", lambda i: SIDEWALK, None),
+        ("roads", lambda i: ASPHALT, None),
+        ("marks", lambda i: MARKING, None),
+        ("buildings", roof, lambda i: _shade(roof(i), 0.6)),
+        ("trees", lambda i: TREE, lambda i: _shade(TREE, 0.7)),
+    ]
+
+
+def _map_style(world: "World"):
+    return [
+        ("parks", lambda i: (200, 250, 204), None),
+        ("lake", lambda i: (170, 211, 223), None),
+        ("walks", lambda i: (187, 187, 187), None),
+        ("roads", lambda i: (255, 255, 255), None),
+        ("buildings", lambda i: (217, 208, 201), lambda i: (196, 182, 171)),
+    ]
+
+
+def _draw_tile(world: "World", z: int, x: int, y: int, size: int, style, background) -> Image.Image:
+    ss = size * 2  # drawn at 2x and downsampled: anti-aliasing
     left, bottom, right, top = mercantile.xy_bounds(x, y, z)
     scale = ss / (right - left)
     tile_box = box(left, bottom, right, top)
-    img = Image.new("RGB", (ss, ss), GROUND)
+    img = Image.new("RGB", (ss, ss), background)
     draw = ImageDraw.Draw(img)
     layers = world.mercator_layers
-
-    def to_px(xy: np.ndarray) -> list[tuple[float, float]]:
-        return [((px - left) * scale, (top - py) * scale) for px, py in xy]
-
-    def fill(layer: str, colour_of, outline_of=None) -> None:
+    for layer, fill, outline in style:
         geoms, tree = layers[layer]
         for i in tree.query(tile_box):
             g = geoms[int(i)].intersection(tile_box.buffer((right - left) * 0.05))
             for poly in _polygons(g):
                 if isinstance(poly, Polygon):
-                    outline = outline_of(int(i)) if outline_of else None
-                    draw.polygon(to_px(np.asarray(poly.exterior.coords)), fill=colour_of(int(i)), outline=outline, width=3 if outline else 0)
-
-    fill("parks", lambda i: GRASS)
-    fill("lake", lambda i: WATER)
-    fill("walks", lambda i: SIDEWALK)
-    fill("roads", lambda i: ASPHALT)
-    fill("marks", lambda i: MARKING)
-    fill("buildings", lambda i: world.buildings[i].roof_rgb, lambda i: _shade(world.buildings[i].roof_rgb, 0.6))
-    fill("trees", lambda i: TREE, lambda i: _shade(TREE, 0.7))
+                    xy = [((px - left) * scale, (top - py) * scale) for px, py in poly.exterior.coords]
+                    draw.polygon(xy, fill=fill(int(i)), outline=outline(int(i)) if outline else None, width=3 if outline else 0)
     return img.resize((size, size), Image.Resampling.LANCZOS)
+
+
+def render_tile(world: "World", z: int, x: int, y: int, size: int = 256) -> Image.Image:
+    """A north-up Web Mercator tile of the world as imagery. Real imagery is never flat, so a
+    fixed per-tile grain is added; a flat tile means "no imagery" to the aerial client."""
+    img = _draw_tile(world, z, x, y, size, _aerial_style(world), GROUND)
+    rng = np.random.default_rng([world.seed, z, x, y])
+    grain = rng.integers(-6, 7, size=(size, size, 1), dtype=np.int16)
+    return Image.fromarray(np.clip(np.asarray(img, dtype=np.int16) + grain, 0, 255).astype(np.uint8))
+
+
+def render_map_tile(world: "World", z: int, x: int, y: int, size: int = 256) -> Image.Image:
+    """The same world as a cartographic map tile (OSM-like colours)."""
+    return _draw_tile(world, z, x, y, size, _map_style(world), (242, 239, 233))
 
 
 def tile_has_world(world: "World", z: int, x: int, y: int) -> bool:

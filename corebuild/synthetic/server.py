@@ -4,7 +4,9 @@
   `pano_id`, `location`, `date`, `copyright`) and `GET /maps/api/streetview` (JPEG), with the
   API's parameters (`location` or `pano`, `size`, `heading`, `fov`, `pitch`, `radius`, `source`,
   `return_error_code`, `key`) and its error behaviour.
-- XYZ tiles: `GET /tiles/{z}/{x}/{y}.png` (256-px Web Mercator PNG).
+- XYZ tiles: `GET /tiles/{z}/{x}/{y}.png` (256-px Web Mercator PNG, imagery style) and
+  `GET /osm/{z}/{x}/{y}.png` (OSM-style map tiles, zoom 0-19).
+- Mapillary API v4: see `corebuild.synthetic.mapillary`.
 
 The real clients in `corebuild.providers` talk to it exactly as they talk to the real services.
 """
@@ -22,7 +24,8 @@ from typing import Optional
 from aiohttp import web
 from PIL import Image, ImageDraw
 
-from .render import Camera, encode, render_street, render_tile
+from .mapillary import add_mapillary_routes
+from .render import Camera, encode, render_map_tile, render_street, render_tile
 from .world import World
 
 MAX_SIZE = 640
@@ -128,12 +131,26 @@ class SyntheticServer:
         body = encode(render_tile(self.world, z, x, y), "png")
         return web.Response(body=body, content_type="image/png", headers={"Cache-Control": "max-age=86400"})
 
+    async def map_tile(self, request: web.Request) -> web.Response:
+        """OSM-style raster map tiles of the same world (the second aerial modality)."""
+        self.requests["map"] = self.requests.get("map", 0) + 1
+        try:
+            z, x, y = (int(request.match_info[k]) for k in ("z", "x", "y"))
+        except ValueError:
+            return web.Response(status=400, text="bad tile address")
+        if not (0 <= z <= 19 and 0 <= x < 2**z and 0 <= y < 2**z):
+            return web.Response(status=404, text="tile out of range (OSM serves zoom 0-19)")
+        body = encode(render_map_tile(self.world, z, x, y), "png")
+        return web.Response(body=body, content_type="image/png", headers={"Cache-Control": "max-age=86400"})
+
     def app(self) -> web.Application:
         app = web.Application()
         app.router.add_get("/maps/api/streetview/metadata", self.metadata)
         app.router.add_get("/maps/api/streetview", self.image)
         app.router.add_get("/tiles/{z}/{x}/{y}.png", self.tile)
+        app.router.add_get("/osm/{z}/{x}/{y}.png", self.map_tile)
         app.router.add_get("/healthz", lambda r: web.Response(text="ok"))
+        add_mapillary_routes(app, self.world)
         return app
 
 

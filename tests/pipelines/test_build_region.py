@@ -90,3 +90,25 @@ def test_unreachable_provider_gives_failure_rows_and_a_consistent_build(manifest
     result = run_build(cfg, pipeline_factory=test_pipeline.TestPipeline)
     c = result.manifest["counts"]
     assert result.manifest["consistent"] and c["sampled"] == 4 and c["failed_by_reason"] == {"street.unreachable": 4}
+
+
+def test_a_build_can_write_straight_to_gcs(gcs_emulator, tiny_server, manifests_dir, prompts_dir, synthetic_key):
+    import pyarrow as pa
+
+    from corebuild.storage import open_storage
+
+    url = f"gs://{gcs_emulator['bucket']}/builds"
+    cfg = BuildConfig(
+        region_id="tiny",
+        output_dir=url,
+        manifests_dir=str(manifests_dir),
+        sample=SampleConfig(limit=5),
+        describe=DescribeConfig(prompts_dir=str(prompts_dir)),
+    )
+    result = run_build(with_synthetic_endpoints(cfg, tiny_server.base_url), pipeline_factory=test_pipeline.TestPipeline)
+    assert result.out_url == f"{url}/tiny" and result.manifest["consistent"]
+    storage = open_storage(url)
+    shards = [n for n in storage.list("tiny/shards/") if n.endswith(".parquet")]
+    assert shards and sum(pq.read_table(pa.BufferReader(storage.read(n))).num_rows for n in shards) == 5
+    assert json.loads(storage.read("tiny/manifest.json"))["counts"]["sampled"] == 5
+    assert storage.list("tiny/_sampling/") == ["tiny/_sampling/tiny.json"]

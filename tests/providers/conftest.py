@@ -24,7 +24,21 @@ class FaultServer:
         app.router.add_get("/status/{code}", self.status)
         app.router.add_get("/hang", self.hang)
         app.router.add_get("/truncated.jpg", self.truncated)
+        app.router.add_get("/blank/{z}/{x}/{y}.png", self.blank_tile)
+        app.router.add_get("/count/{z}/{x}/{y}.png", self.counted_tile)
         return app
+
+    async def blank_tile(self, request):
+        buf = io.BytesIO()
+        Image.new("RGB", (256, 256), (204, 204, 204)).save(buf, "PNG")  # "no imagery" tile
+        return web.Response(body=buf.getvalue(), content_type="image/png")
+
+    async def counted_tile(self, request):
+        self.hits["count"] += 1
+        buf = io.BytesIO()
+        rng = __import__("numpy").random.default_rng(int(request.match_info["x"]))
+        Image.fromarray(rng.integers(0, 255, (256, 256, 3), dtype="uint8")).save(buf, "PNG")
+        return web.Response(body=buf.getvalue(), content_type="image/png")
 
     async def flaky(self, request):
         name, fails = request.match_info["name"], int(request.match_info["fails"])

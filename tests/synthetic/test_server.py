@@ -84,3 +84,18 @@ def test_tiles(tiny_server):
     assert status == 200 and ctype == "image/png" and Image.open(io.BytesIO(body)).size == (256, 256)
     assert _get(tiny_server, "/tiles/3/9/0.png")[0] == 404
     assert _get(tiny_server, "/tiles/3/x/0.png")[0] == 400
+
+
+def test_osm_map_tiles(tiny_server, tiny_world):
+    import mercantile
+    import numpy as np
+
+    road = tiny_world.roads[0]
+    p = road.line.interpolate(30)
+    lat, lon = tiny_world.to_latlon(p.x, p.y)
+    t = mercantile.tile(lon, lat, 19)
+    status, ctype, body = _get(tiny_server, f"/osm/19/{t.x}/{t.y}.png")
+    img = np.asarray(Image.open(io.BytesIO(body)).convert("RGB"))
+    assert status == 200 and ctype == "image/png" and img.shape == (256, 256, 3)
+    assert (img == 255).all(axis=-1).mean() > 0.02  # white road fill, map style
+    assert _get(tiny_server, "/osm/20/0/0.png")[0] == 404
