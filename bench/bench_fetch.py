@@ -1,7 +1,7 @@
 """Fetch benchmark (corebuild vs img2dataset, per core, loopback server with 20 ms latency).
 
 Prints figures, asserts nothing about speed. Usage:
-    .venv/bin/python bench/bench_fetch.py [--n 2000] [--repeat 1] [--skip-img2dataset] [--skip-providers]
+    .venv/bin/python bench/bench_fetch.py [--n 2000] [--repeat 2] [--skip-img2dataset] [--skip-providers]
 See bench/fetch/README.md.
 """
 

@@ -25,7 +25,7 @@ def _build(args: argparse.Namespace) -> int:
     # Each worker runs its own OCR sessions: share the cores instead of oversubscribing them.
     ocr_threads = args.ocr_threads if args.ocr_threads is not None else (max(1, (os.cpu_count() or 1) // workers) if workers > 1 else 0)
     street = StreetViewConfig(base_url=args.streetview_url) if args.streetview_url else StreetViewConfig()
-    aerial = AerialConfig(url_template=args.aerial_url or "")
+    aerial = AerialConfig(url_template=args.aerial_url or "", api_key_env=args.aerial_key_env)
     http = HttpConfig(rate_per_s=args.rate, concurrency=args.concurrency)
     mapillary = MapillaryConfig(base_url=args.mapillary_url) if args.mapillary_url else MapillaryConfig()
     local = LocalFolderConfig(root=args.local_folder or "")
@@ -117,6 +117,7 @@ def parser() -> argparse.ArgumentParser:
     b.add_argument("--runner", default="DirectRunner")
     b.add_argument("--streetview-url", default=None, help="Street View API base URL (default: Google's)")
     b.add_argument("--aerial-url", default=None, help="XYZ tile URL template, e.g. https://host/{z}/{x}/{y}.png")
+    b.add_argument("--aerial-key-env", default=None, help="env var holding the key for {key} in --aerial-url")
     b.add_argument("--street-provider", default=None, help="google_streetview (default), mapillary or local; overrides the manifest")
     b.add_argument("--aerial-preset", default=None, help="a named aerial source (see README); overrides the manifest")
     b.add_argument("--map-preset", default=None, help="add a map-tile modality, e.g. osm")

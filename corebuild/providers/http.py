@@ -69,7 +69,7 @@ class _WaitRetryAfter:
     """Exponential backoff with jitter, but never sooner than the server's Retry-After."""
 
     def __init__(self, cfg: HttpConfig):
-        self.backoff = wait_exponential_jitter(initial=cfg.backoff_initial_s, max=cfg.backoff_max_s)
+        self.backoff = wait_exponential_jitter(multiplier=cfg.backoff_initial_s, max=cfg.backoff_max_s)
         self.cap = cfg.backoff_max_s
 
     def __call__(self, state) -> float:
@@ -78,6 +78,15 @@ class _WaitRetryAfter:
         if isinstance(exc, RetryableHTTPError) and exc.retry_after is not None:
             wait = max(wait, min(exc.retry_after, self.cap))
         return wait
+
+
+def _retry_policy(cfg: HttpConfig) -> dict:
+    return {
+        "retry": retry_if_exception_type((aiohttp.ClientConnectionError, aiohttp.ClientPayloadError, asyncio.TimeoutError, RetryableHTTPError)),
+        "wait": _WaitRetryAfter(cfg),
+        "stop": stop_after_attempt(cfg.attempts),
+        "reraise": True,
+    }
 
 
 @dataclass(frozen=True)
@@ -111,6 +120,7 @@ class HttpClient:
         cache: Optional[ResponseCache] = None,
     ):
         self.session, self.cfg, self.limiter, self.cache = session, cfg, limiter, cache
+        self._retry = _retry_policy(cfg)  # built once: it is the same for every request
         self.requests = 0  # sent over the network (cache hits excluded)
         self.cache_hits = 0
 
@@ -125,15 +135,16 @@ class HttpClient:
     ) -> HttpResult:
         """`cache_key` replaces the URL as the cache key where the URL is not stable (pre-signed
         CDN links expire, but the image they point to does not change)."""
-        key = cache_key or redact_url(f"{url}?{urlencode(sorted(params.items()), safe=',|')}" if params else url)
-        if cacheable and self.cache is not None:
+        use_cache = cacheable and self.cache is not None
+        if use_cache:
+            key = cache_key or redact_url(f"{url}?{urlencode(sorted(params.items()), safe=',|')}" if params else url)
             body = await self.cache.get(key)
             if body is not None:
                 self.cache_hits += 1
                 return HttpResult(200, body, "", cached=True)
-        res = await http_get(self.session, url, params, self.cfg, stage, headers, self.limiter)
+        res = await http_get(self.session, url, params, self.cfg, stage, headers, self.limiter, self._retry)
         self.requests += 1
-        if cacheable and self.cache is not None and res.status == 200:
+        if use_cache and res.status == 200:
             await self.cache.put(key, res.body)
         return res
 
@@ -146,6 +157,7 @@ async def http_get(
     stage: str,
     headers: Optional[Mapping[str, str]] = None,
     limiter: Optional[AsyncLimiter] = None,
+    retry: Optional[dict] = None,
 ) -> HttpResult:
     """GET with retries on connection errors, timeouts, 429 and 5xx.
 
@@ -153,33 +165,31 @@ async def http_get(
     Raises StageError(`<stage>.unreachable` / `.timeout` / `.http_<code>`) when retries run out.
     Every attempt, retries included, takes a token from `limiter` first.
     """
-    safe = redact_url(f"{url}?{urlencode(params, safe=',|')}" if params else url)
+    def safe() -> str:  # redacted URL, only built when a message needs it
+        return redact_url(f"{url}?{urlencode(params, safe=',|')}" if params else url)
+
+    timeout = aiohttp.ClientTimeout(total=cfg.timeout_s)
 
     async def once() -> HttpResult:
         if limiter is not None:
             await limiter.acquire()
-        async with session.get(url, params=params, headers=headers, timeout=aiohttp.ClientTimeout(total=cfg.timeout_s)) as resp:
+        async with session.get(url, params=params, headers=headers, timeout=timeout) as resp:
             body = await resp.read()
             if resp.status in RETRYABLE_STATUS:
-                raise RetryableHTTPError(resp.status, safe, _retry_after(resp.headers))
+                raise RetryableHTTPError(resp.status, safe(), _retry_after(resp.headers))
             return HttpResult(resp.status, body, resp.headers.get("Content-Type", ""))
 
     try:
-        async for attempt in AsyncRetrying(
-            retry=retry_if_exception_type((aiohttp.ClientConnectionError, aiohttp.ClientPayloadError, asyncio.TimeoutError, RetryableHTTPError)),
-            wait=_WaitRetryAfter(cfg),
-            stop=stop_after_attempt(cfg.attempts),
-            reraise=True,
-        ):
+        async for attempt in AsyncRetrying(**(retry or _retry_policy(cfg))):
             with attempt:
                 return await once()
     except RetryableHTTPError as exc:
         raise StageError(f"{stage}.http_{exc.status}", f"{exc} after {cfg.attempts} attempts") from None
     except asyncio.TimeoutError:
-        raise StageError(f"{stage}.timeout", f"no answer from {safe} within {cfg.timeout_s:g} s ({cfg.attempts} attempts)") from None
+        raise StageError(f"{stage}.timeout", f"no answer from {safe()} within {cfg.timeout_s:g} s ({cfg.attempts} attempts)") from None
     except (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError) as exc:
         # aiohttp's message can embed the URL with its query: keep only the exception kind.
-        raise StageError(f"{stage}.unreachable", f"cannot reach {safe}: {type(exc).__name__} ({cfg.attempts} attempts)") from None
+        raise StageError(f"{stage}.unreachable", f"cannot reach {safe()}: {type(exc).__name__} ({cfg.attempts} attempts)") from None
     raise AssertionError("unreachable")  # AsyncRetrying either returns or raises
 
 

@@ -25,8 +25,33 @@ class FaultServer:
         app.router.add_get("/hang", self.hang)
         app.router.add_get("/truncated.jpg", self.truncated)
         app.router.add_get("/blank/{z}/{x}/{y}.png", self.blank_tile)
+        app.router.add_get("/sv/{status}/maps/api/streetview/metadata", self.sv_status)
+        app.router.add_get("/flaky-tile/{code}/{z}/{x}/{y}.png", self.flaky_tile)
+        app.router.add_get("/truncated-tile/{z}/{x}/{y}.png", self.truncated_tile)
         app.router.add_get("/count/{z}/{x}/{y}.png", self.counted_tile)
         return app
+
+    async def sv_status(self, request):
+        """Street View metadata answering with a given documented status."""
+        status = request.match_info["status"]
+        body = {"status": status}
+        if status in ("REQUEST_DENIED", "OVER_QUERY_LIMIT"):
+            body["error_message"] = "The provided API key is invalid."
+        return web.json_response(body)
+
+    async def flaky_tile(self, request):
+        """Each tile answers `code` once (429 with Retry-After, or a 5xx), then the tile."""
+        key = "tile:" + request.path
+        self.hits[key] += 1
+        if self.hits[key] == 1:
+            code = int(request.match_info["code"])
+            return web.Response(status=code, headers={"Retry-After": "0"} if code == 429 else {}, text="busy")
+        return await self.counted_tile(request)
+
+    async def truncated_tile(self, request):
+        buf = io.BytesIO()
+        Image.new("RGB", (256, 256), (10, 120, 10)).save(buf, "PNG")
+        return web.Response(body=buf.getvalue()[:200], content_type="image/png")
 
     async def blank_tile(self, request):
         buf = io.BytesIO()

@@ -84,3 +84,27 @@ def test_tile_errors_are_failures_with_reasons(tiny_server):
     with pytest.raises(StageError) as err:
         asyncio.run(go())
     assert err.value.reason == "aerial.http_404"
+
+
+@pytest.mark.parametrize("code", [429, 500, 503])
+def test_tile_429_and_5xx_are_retried(fault_server, code):
+    cfg = AerialConfig(url_template=f"{fault_server.url}/flaky-tile/{code}/{{z}}/{{x}}/{{y}}.png")
+
+    async def go():
+        async with aiohttp.ClientSession() as s:
+            return await XYZTiles(HttpClient(s, HttpConfig(attempts=3, backoff_initial_s=0.01)), cfg).crop(47.0 + code * 1e-3, 8.0)
+
+    crop = asyncio.run(go())
+    assert crop.tiles >= 4 and Image.open(io.BytesIO(crop.image)).size == (512, 512)
+
+
+def test_truncated_tile_is_a_bad_image(fault_server):
+    cfg = AerialConfig(url_template=f"{fault_server.url}/truncated-tile/{{z}}/{{x}}/{{y}}.png")
+
+    async def go():
+        async with aiohttp.ClientSession() as s:
+            return await XYZTiles(HttpClient(s, HttpConfig(attempts=1)), cfg).crop(47.0, 8.0)
+
+    with pytest.raises(StageError) as err:
+        asyncio.run(go())
+    assert err.value.reason == "aerial.bad_image"

@@ -53,3 +53,24 @@ def test_url_signature_matches_googles_published_example():
     # Example from Google's "Digital signature" documentation.
     path = "/maps/api/geocode/json?address=New+York&client=clientID"
     assert sign_url(path, "vNIXE0xscrmjlyV-12Nj_BvUPaw=") == "chaRF2hTJKOScPr-RQCEhZbSzIE="
+
+
+@pytest.mark.parametrize(
+    "status, reason",
+    [
+        ("ZERO_RESULTS", "street.zero_results"),
+        ("NOT_FOUND", "street.not_found"),
+        ("OVER_QUERY_LIMIT", "street.over_query_limit"),
+        ("REQUEST_DENIED", "street.request_denied"),
+        ("INVALID_REQUEST", "street.invalid_request"),
+        ("UNKNOWN_ERROR", "street.unknown_error"),
+        ("SOMETHING_NEW", "street.unexpected_status"),
+    ],
+)
+def test_every_documented_metadata_status_becomes_its_reason(fault_server, status, reason):
+    class Server:
+        base_url = f"{fault_server.url}/sv/{status}"
+
+    with pytest.raises(StageError) as err:
+        _client_call(Server, lambda c: c.locate(47.0, 8.0), key="AIzaSECRETKEY")
+    assert err.value.reason == reason and status in str(err.value) and "AIzaSECRETKEY" not in str(err.value)
