@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from typing import Awaitable, TypeVar
+from dataclasses import dataclass
+from typing import Awaitable, Callable, TypeVar
 
 T = TypeVar("T")
 
@@ -29,3 +30,39 @@ class LoopThread:
         self.loop.call_soon_threadsafe(self.loop.stop)
         self._thread.join(10)
         self.loop.close()
+
+
+@dataclass
+class RunningServer:
+    base_url: str
+    stop: Callable[[], None]
+
+    @property
+    def url(self) -> str:
+        return self.base_url
+
+    @property
+    def tile_template(self) -> str:
+        return f"{self.base_url}/tiles/{{z}}/{{x}}/{{y}}.png"
+
+
+def serve_app(app, host: str = "127.0.0.1", port: int = 0) -> RunningServer:
+    """Run an aiohttp Application on its own loop thread (loopback servers for tests and the
+    synthetic world); returns once it is listening."""
+    from aiohttp import web
+
+    loop = LoopThread("loopback-server")
+
+    async def start():
+        runner = web.AppRunner(app, access_log=None)
+        await runner.setup()
+        await web.TCPSite(runner, host, port).start()
+        return runner
+
+    runner = loop.run(start(), timeout=30)
+
+    def stop() -> None:
+        loop.run(runner.cleanup(), timeout=10)
+        loop.close()
+
+    return RunningServer(f"http://{host}:{runner.addresses[0][1]}", stop)

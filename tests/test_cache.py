@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
-import threading
 import uuid
 from collections import Counter
 from urllib.parse import urlencode
@@ -14,6 +13,7 @@ import aiohttp
 import pytest
 from aiohttp import web
 
+from corebuild.aio import serve_app
 from corebuild.cache import ContentCache, blob_name, open_cache, ref_name
 from corebuild.providers.http import HttpClient, HttpConfig, redact_url
 from corebuild.storage import GCSStorage, LocalStorage, open_storage
@@ -127,25 +127,10 @@ def tile_server():
     srv = TileServer()
     app = web.Application()
     app.router.add_get("/tile/{name}", srv.tile)
-    loop = asyncio.new_event_loop()
-    ready = threading.Event()
-    box: dict = {}
-
-    async def start():
-        runner = web.AppRunner(app, access_log=None)
-        await runner.setup()
-        await web.TCPSite(runner, "127.0.0.1", 0).start()
-        box["runner"], box["port"] = runner, runner.addresses[0][1]
-        ready.set()
-
-    thread = threading.Thread(target=lambda: (asyncio.set_event_loop(loop), loop.run_until_complete(start()), loop.run_forever()), daemon=True)
-    thread.start()
-    assert ready.wait(10)
-    srv.url = f"http://127.0.0.1:{box['port']}"
+    running = serve_app(app)
+    srv.url = running.url
     yield srv
-    asyncio.run_coroutine_threadsafe(box["runner"].cleanup(), loop).result(10)
-    loop.call_soon_threadsafe(loop.stop)
-    thread.join(5)
+    running.stop()
 
 
 def test_http_client_second_fetch_comes_from_cache(cache, tile_server):

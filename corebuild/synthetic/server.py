@@ -18,13 +18,13 @@ import re
 import subprocess
 import sys
 import threading
-from dataclasses import dataclass
 from typing import Optional
 
 from aiohttp import web
 from PIL import Image, ImageDraw
 
 from .mapillary import add_mapillary_routes
+from ..aio import RunningServer, serve_app
 from .render import Camera, encode, render_map_tile, render_street, render_tile
 from .world import World
 
@@ -154,52 +154,9 @@ class SyntheticServer:
         return app
 
 
-@dataclass
-class RunningServer:
-    base_url: str
-    stop: callable  # type: ignore[valid-type]
-
-    @property
-    def streetview_url(self) -> str:
-        return self.base_url
-
-    @property
-    def tile_template(self) -> str:
-        return f"{self.base_url}/tiles/{{z}}/{{x}}/{{y}}.png"
-
-
 def serve_in_thread(world: World, host: str = "127.0.0.1", port: int = 0) -> RunningServer:
     """Start the server on a background thread (tests); returns once it is listening."""
-    loop = asyncio.new_event_loop()
-    started = threading.Event()
-    box: dict = {}
-
-    async def _start():
-        runner = web.AppRunner(SyntheticServer(world).app(), access_log=None)
-        await runner.setup()
-        site = web.TCPSite(runner, host, port)
-        await site.start()
-        box["runner"] = runner
-        box["port"] = runner.addresses[0][1]
-        started.set()
-
-    def _run():
-        asyncio.set_event_loop(loop)
-        loop.run_until_complete(_start())
-        loop.run_forever()
-
-    thread = threading.Thread(target=_run, name="synthetic-server", daemon=True)
-    thread.start()
-    if not started.wait(30):
-        raise RuntimeError("synthetic server did not start within 30 s")
-
-    def stop():
-        fut = asyncio.run_coroutine_threadsafe(box["runner"].cleanup(), loop)
-        fut.result(10)
-        loop.call_soon_threadsafe(loop.stop)
-        thread.join(10)
-
-    return RunningServer(f"http://{host}:{box['port']}", stop)
+    return serve_app(SyntheticServer(world).app(), host, port)
 
 
 def serve_forever(world: World, host: str = "127.0.0.1", port: int = 0) -> None:

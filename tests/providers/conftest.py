@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import io
-import threading
 from collections import Counter
 
 import pytest
 from aiohttp import web
 from PIL import Image
+
+from corebuild.aio import serve_app
 
 
 class FaultServer:
@@ -97,22 +98,7 @@ class FaultServer:
 @pytest.fixture(scope="module")
 def fault_server():
     srv = FaultServer()
-    loop = asyncio.new_event_loop()
-    ready = threading.Event()
-    box = {}
-
-    async def start():
-        runner = web.AppRunner(srv.app(), access_log=None)
-        await runner.setup()
-        await web.TCPSite(runner, "127.0.0.1", 0).start()
-        box["runner"], box["port"] = runner, runner.addresses[0][1]
-        ready.set()
-
-    thread = threading.Thread(target=lambda: (asyncio.set_event_loop(loop), loop.run_until_complete(start()), loop.run_forever()), daemon=True)
-    thread.start()
-    assert ready.wait(10)
-    srv.url = f"http://127.0.0.1:{box['port']}"
+    running = serve_app(srv.app())
+    srv.url = running.url
     yield srv
-    asyncio.run_coroutine_threadsafe(box["runner"].cleanup(), loop).result(10)
-    loop.call_soon_threadsafe(loop.stop)
-    thread.join(5)
+    running.stop()

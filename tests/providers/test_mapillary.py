@@ -2,7 +2,6 @@ import asyncio
 import io
 import json
 import math
-import threading
 from collections import Counter
 
 import aiohttp
@@ -10,6 +9,7 @@ import pytest
 from aiohttp import web
 from PIL import Image
 
+from corebuild.aio import serve_app
 from corebuild.errors import ConfigError, StageError
 from corebuild.fetch import FetchConfig
 from corebuild.geo import distance_m
@@ -197,25 +197,10 @@ class MapillaryFaults:
 @pytest.fixture(scope="module")
 def faults():
     srv = MapillaryFaults()
-    loop = asyncio.new_event_loop()
-    ready = threading.Event()
-    box = {}
-
-    async def start():
-        runner = web.AppRunner(srv.app(), access_log=None)
-        await runner.setup()
-        await web.TCPSite(runner, "127.0.0.1", 0).start()
-        box["runner"], box["port"] = runner, runner.addresses[0][1]
-        ready.set()
-
-    thread = threading.Thread(target=lambda: (asyncio.set_event_loop(loop), loop.run_until_complete(start()), loop.run_forever()), daemon=True)
-    thread.start()
-    assert ready.wait(10)
-    srv.url = f"http://127.0.0.1:{box['port']}"
+    running = serve_app(srv.app())
+    srv.url = running.url
     yield srv
-    asyncio.run_coroutine_threadsafe(box["runner"].cleanup(), loop).result(10)
-    loop.call_soon_threadsafe(loop.stop)
-    thread.join(5)
+    running.stop()
 
 
 def _reason(faults, case, fn=lambda c: c.locate(LAT, LON)):
