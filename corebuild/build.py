@@ -19,6 +19,7 @@ from .errors import BuildError, ConfigError
 from .manifest import count_shards, write_manifest
 from .fetch import Fetcher
 from .ocr import load_ocr
+from .segment import load_labeler, load_segmenter
 from .providers.aerial import AerialConfig
 from .providers import AERIAL_PRESETS, STREET_PROVIDERS
 from .provenance import code_version, library_versions
@@ -108,11 +109,14 @@ def preflight(cfg: BuildConfig, region: Region) -> dict[str, Any]:
     """Fail before any work starts, with one clear message, on what would fail every record.
     Returns the model ids the build will record."""
     describer = load_describer(cfg.describe)
-    ocr = load_ocr(cfg.ocr)
+    ocr = load_ocr(cfg.ocr, [list(g) for g in region.ocr_languages])
+    segmenter = load_segmenter(cfg.segment)  # missing weights fail here, once, not per element
+    labeler = load_labeler(cfg.segment) if segmenter else None
     Fetcher(cfg.fetch).close()  # resolves every provider's secrets and settings, then lets go
     return {
         "ocr": f"{ocr.name}:{ocr.model_id}",
-        "segmentation": None,  # off until the segmentation backend lands; recorded, not implied
+        "segmentation": f"{segmenter.name}:{segmenter.model_id}" if segmenter else None,  # None: off, and said so
+        "mask_labels": f"{labeler.name}:{labeler.model_id}" if labeler else None,
         "describer": f"{describer.name}:{describer.model_id}",
         "prompt": {"id": describer.prompt.id, "hash": describer.prompt.hash},
     }

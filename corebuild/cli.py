@@ -19,6 +19,7 @@ def _build(args: argparse.Namespace) -> int:
     from .providers.mapillary import MapillaryConfig
     from .fetch import FetchConfig
     from .sample import SampleConfig
+    from .segment import SegmentConfig
 
     workers = max(1, args.workers)
     # Each worker runs its own OCR sessions: share the cores instead of oversubscribing them.
@@ -37,7 +38,14 @@ def _build(args: argparse.Namespace) -> int:
         street_provider=args.street_provider,
         aerial_preset=args.aerial_preset,
         map_preset=args.map_preset,
-        ocr=OcrConfig(threads=ocr_threads),
+        ocr=OcrConfig(threads=ocr_threads, backend=args.ocr_backend, easyocr_model_dir=args.easyocr_dir or ""),
+        segment=SegmentConfig(
+            backend=args.segment,
+            model_type=args.sam_model,
+            checkpoint=args.sam_checkpoint or os.environ.get("COREBUILD_SAM_CHECKPOINT", ""),
+            labeler=args.labeler,
+            clip_checkpoint=args.clip_checkpoint or os.environ.get("COREBUILD_CLIP_CHECKPOINT", ""),
+        ),
         runner=RunnerConfig(
             runner=args.runner,
             direct_num_workers=workers,
@@ -100,6 +108,19 @@ def _regions(args: argparse.Namespace) -> int:
     return 0
 
 
+def _models(args: argparse.Namespace) -> int:
+    from .models import check_models, default_easyocr_dir, format_table
+
+    rows = check_models(
+        args.manifests,
+        args.easyocr_dir or default_easyocr_dir(),
+        args.sam_checkpoint or os.environ.get("COREBUILD_SAM_CHECKPOINT"),
+        args.clip_checkpoint or os.environ.get("COREBUILD_CLIP_CHECKPOINT"),
+    )
+    print(format_table(rows))
+    return 0
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="corebuild", description=__doc__)
     sub = p.add_subparsers(dest="command", required=True)
@@ -113,6 +134,13 @@ def parser() -> argparse.ArgumentParser:
     b.add_argument("--min-spacing", type=float, default=25.0, help="metres between sampled points")
     b.add_argument("--workers", type=int, default=1, help="DirectRunner worker processes")
     b.add_argument("--ocr-threads", type=int, default=None, help="ONNX threads per worker (default: cores / workers)")
+    b.add_argument("--ocr-backend", default="rapidocr", help="rapidocr (offline default) or easyocr")
+    b.add_argument("--easyocr-dir", default=None, help="easyocr weights directory")
+    b.add_argument("--segment", default="off", help="segmentation backend: off (default) or sam")
+    b.add_argument("--sam-model", default="vit_b", help="SAM model type: vit_b, vit_l, vit_h")
+    b.add_argument("--sam-checkpoint", default=None, help="SAM weights file (default $COREBUILD_SAM_CHECKPOINT)")
+    b.add_argument("--labeler", default="off", help="mask labels: off (default) or clip")
+    b.add_argument("--clip-checkpoint", default=None, help="open_clip weights file (default $COREBUILD_CLIP_CHECKPOINT)")
     b.add_argument("--runner", default="DirectRunner")
     b.add_argument("--streetview-url", default=None, help="Street View API base URL (default: Google's)")
     b.add_argument("--aerial-url", default=None, help="XYZ tile URL template, e.g. https://host/{z}/{x}/{y}.png")
@@ -132,6 +160,14 @@ def parser() -> argparse.ArgumentParser:
     rg.add_argument("regions_command", choices=["generate", "list", "check"])
     rg.add_argument("--manifests", default="region_manifests")
     rg.set_defaults(func=_regions)
+
+    m = sub.add_parser("models", help="which model backends can run here")
+    m.add_argument("models_command", choices=["check"])
+    m.add_argument("--manifests", default="region_manifests")
+    m.add_argument("--easyocr-dir", default=None, help="easyocr weights (default $COREBUILD_EASYOCR_DIR or ~/.EasyOCR/model)")
+    m.add_argument("--sam-checkpoint", default=None, help="SAM weights (default $COREBUILD_SAM_CHECKPOINT)")
+    m.add_argument("--clip-checkpoint", default=None, help="open_clip weights (default $COREBUILD_CLIP_CHECKPOINT)")
+    m.set_defaults(func=_models)
 
     s = sub.add_parser("synthetic", help="the synthetic imagery world")
     ssub = s.add_subparsers(dest="synthetic_command", required=True)

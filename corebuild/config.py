@@ -11,6 +11,7 @@ from typing import Any, Optional
 from .describe import DescribeConfig
 from .fetch import FetchConfig
 from .ocr import OcrConfig
+from .segment import SegmentConfig
 from .sample import SampleConfig
 
 
@@ -52,6 +53,7 @@ class BuildConfig:
     sample: SampleConfig = field(default_factory=SampleConfig)
     fetch: FetchConfig = field(default_factory=FetchConfig)
     ocr: OcrConfig = field(default_factory=OcrConfig)
+    segment: SegmentConfig = field(default_factory=SegmentConfig)
     describe: DescribeConfig = field(default_factory=DescribeConfig)
     write: WriteConfig = field(default_factory=WriteConfig)
     runner: RunnerConfig = field(default_factory=RunnerConfig)

@@ -88,6 +88,22 @@ class OcrText:
     text: str
     confidence: float
     box: tuple[tuple[float, float], ...]  # polygon in pixel coordinates of that view
+    dropped: Optional[str] = None  # why this text is not evidence (e.g. "on_vehicle"), else None
+
+
+@dataclass(frozen=True)
+class Segment:
+    """One mask from open-world segmentation of a street view, with its label if one was given."""
+
+    heading: float
+    bbox: tuple[float, float, float, float]  # x, y, width, height in pixels
+    area: int  # pixels
+    predicted_iou: float
+    stability: float
+    rle_counts: tuple[int, ...]  # uncompressed COCO RLE, column-major, starting with a 0-run
+    rle_size: tuple[int, int]  # (height, width)
+    label: Optional[str] = None
+    label_score: Optional[float] = None
 
 
 @dataclass(frozen=True)
@@ -116,6 +132,9 @@ class Record:
     map: Optional[AerialCrop] = None  # optional second aerial modality (OSM map tiles)
     ocr: Optional[tuple[OcrText, ...]] = None
     ocr_backend: Optional[str] = None
+    segments: Optional[tuple[Segment, ...]] = None  # None: segmentation did not run
+    segmenter: Optional[str] = None  # backend:model id
+    labeler: Optional[str] = None  # backend:model id of the mask labels, or None
     description: Optional[Description] = None
     timings: tuple[tuple[str, float], ...] = field(default=())
 

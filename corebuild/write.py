@@ -35,6 +35,20 @@ _OCR = pa.struct(
         ("text", pa.string()),
         ("confidence", pa.float32()),
         ("box", pa.list_(pa.float32())),  # x1, y1, ..., x4, y4 in the view's pixels
+        ("dropped", pa.string()),  # why it is not evidence (e.g. "on_car"), else null
+    ]
+)
+_SEGMENT = pa.struct(
+    [
+        ("heading", pa.float32()),
+        ("label", pa.string()),
+        ("label_score", pa.float32()),
+        ("bbox", pa.list_(pa.float32())),  # x, y, w, h in the view's pixels
+        ("area", pa.int32()),
+        ("predicted_iou", pa.float32()),
+        ("stability", pa.float32()),
+        ("rle_counts", pa.list_(pa.int32())),  # uncompressed COCO RLE, column-major
+        ("rle_size", pa.list_(pa.int32())),  # height, width
     ]
 )
 _TIMING = pa.struct([("stage", pa.string()), ("seconds", pa.float32())])
@@ -85,6 +99,9 @@ FIELDS: list[tuple[str, pa.DataType, str]] = [
     ("map_attribution", pa.string(), "map source attribution"),
     ("ocr", pa.list_(_OCR), "OCR evidence: text, confidence, box, heading of the view"),
     ("ocr_backend", pa.string(), "OCR backend and model id"),
+    ("segments", pa.list_(_SEGMENT), "open-world masks per view (RLE) with open-vocabulary labels; null when segmentation was off"),
+    ("segmenter", pa.string(), "segmentation backend and model id, null when off"),
+    ("labeler", pa.string(), "mask labeler backend and model id, null when masks are unlabelled"),
     ("description", pa.string(), "scene description"),
     ("describer_backend", pa.string(), "template | vllm | openai"),
     ("describer_model", pa.string(), "model id (\"template\" for the offline describer)"),
@@ -177,11 +194,23 @@ def record_to_row(rec: Record, stamp: RunStamp) -> dict[str, Any]:
         "map_gsd_m": m.gsd_m if m else None,
         "map_attribution": m.attribution if m else None,
         "ocr": [
-            {"heading": t.heading, "text": t.text, "confidence": t.confidence, "box": [c for xy in t.box for c in xy]} for t in rec.ocr
+            {"heading": t.heading, "text": t.text, "confidence": t.confidence, "box": [c for xy in t.box for c in xy], "dropped": t.dropped}
+            for t in rec.ocr
         ]
         if rec.ocr is not None
         else None,
         "ocr_backend": rec.ocr_backend,
+        "segments": [
+            {
+                "heading": g.heading, "label": g.label, "label_score": g.label_score, "bbox": list(g.bbox), "area": g.area,
+                "predicted_iou": g.predicted_iou, "stability": g.stability, "rle_counts": list(g.rle_counts), "rle_size": list(g.rle_size),
+            }
+            for g in rec.segments
+        ]
+        if rec.segments is not None
+        else None,
+        "segmenter": rec.segmenter,
+        "labeler": rec.labeler,
         "description": d.text if d else None,
         "describer_backend": d.backend if d else None,
         "describer_model": d.model_id if d else None,

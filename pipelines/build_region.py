@@ -16,6 +16,7 @@ from corebuild.describe import load_describer
 from corebuild.evidence import ocr_record
 from corebuild.fetch import Fetcher, dedupe_key, keep_first
 from corebuild.ocr import load_ocr
+from corebuild.segment import load_labeler, load_segmenter, segment_record
 from corebuild.record import Record
 from corebuild.regions import Region
 from corebuild.sample import SamplingPlan, records_of
@@ -153,17 +154,23 @@ class CaptureDoFn(_FetchDoFn):
 
 
 class EvidenceDoFn(beam.DoFn):
-    def __init__(self, cfg: BuildConfig):
-        self.cfg = cfg
+    def __init__(self, cfg: BuildConfig, ocr_groups: list[list[str]]):
+        self.cfg, self.ocr_groups = cfg, ocr_groups
 
     def setup(self):
-        self.engine = load_ocr(self.cfg.ocr)  # once per worker: the ONNX sessions are the cost
+        # Once per worker: the ONNX/torch sessions are the cost.
+        self.engine = load_ocr(self.cfg.ocr, self.ocr_groups)
+        self.segmenter = load_segmenter(self.cfg.segment)
+        self.labeler = load_labeler(self.cfg.segment) if self.segmenter else None
 
     def process(self, batch: list[Record]):
         out = []
         for rec in batch:
             try:
-                out.append(ocr_record(rec, self.engine, self.cfg.ocr))
+                rec = ocr_record(rec, self.engine, self.cfg.ocr)
+                if self.segmenter is not None:
+                    rec = segment_record(rec, self.segmenter, self.labeler, self.cfg.segment)
+                out.append(rec)
             except Exception as exc:
                 out.extend(_fail_batch([rec], "evidence", exc))
         yield out
@@ -236,7 +243,7 @@ def build_pipeline(p: beam.Pipeline, cfg: BuildConfig, region: Region, stamp: Ru
         | "Dedupe" >> beam.FlatMap(lambda kv: keep_first(kv[1]))
         | "BatchCapture" >> beam.BatchElements(min_batch_size=1, max_batch_size=cfg.runner.batch_size)
         | "Capture" >> beam.ParDo(CaptureDoFn(cfg))
-        | "Evidence" >> beam.ParDo(EvidenceDoFn(cfg))
+        | "Evidence" >> beam.ParDo(EvidenceDoFn(cfg, [list(g) for g in region.ocr_languages]))
         | "Describe" >> beam.ParDo(DescribeDoFn(cfg, context))
     )
     records | "ToRow" >> beam.Map(record_to_row, stamp) | "Write" >> beam.ParDo(WriteShardsDoFn(storage, shards_prefix, cfg))

@@ -112,3 +112,40 @@ def test_a_build_can_write_straight_to_gcs(gcs_emulator, tiny_server, manifests_
     assert shards and sum(pq.read_table(pa.BufferReader(storage.read(n))).num_rows for n in shards) == 5
     assert json.loads(storage.read("tiny/manifest.json"))["counts"]["sampled"] == 5
     assert storage.list("tiny/_sampling/") == ["tiny/_sampling/tiny.json"]
+
+
+def test_segmentation_runs_in_the_pipeline_and_lands_in_the_shards(tiny_server, manifests_dir, prompts_dir, synthetic_key, tmp_path, monkeypatch):
+    """A tiny randomly initialised SAM (the real segment-anything code) registered as a backend,
+    labels from a fixed labeler: masks, labels and ids must reach the shards and the manifest."""
+    from corebuild import segment as seg
+    from corebuild.sam import SamSegmenter
+    from corebuild.segment import SegmentConfig
+    from tests.test_sam import KEEP_ALL, tiny_sam
+
+    model = tiny_sam()
+    monkeypatch.setitem(seg.SEGMENTERS, "tiny_sam", lambda cfg: SamSegmenter.from_model(model, cfg, KEEP_ALL))
+
+    class Shopfronts:
+        name, model_id = "fixed", "shopfront"
+
+        def label(self, image, masks, labels, template):
+            return [("shopfront", 1.0)] * len(masks)
+
+    monkeypatch.setitem(seg.LABELERS, "fixed", lambda cfg: Shopfronts())
+    cfg = BuildConfig(
+        region_id="tiny",
+        output_dir=str(tmp_path),
+        manifests_dir=str(manifests_dir),
+        sample=SampleConfig(limit=3),
+        describe=DescribeConfig(prompts_dir=str(prompts_dir)),
+        segment=SegmentConfig(backend="tiny_sam", labeler="fixed", points_per_side=4, max_side=64, min_area_frac=0.0, prompts_dir=str(prompts_dir)),
+    )
+    result = run_build(with_synthetic_endpoints(cfg, tiny_server.base_url), pipeline_factory=test_pipeline.TestPipeline)
+    assert result.manifest["models"]["segmentation"].startswith("sam:segment-anything==1.0:vit_b:")
+    assert result.manifest["models"]["mask_labels"] == "fixed:shopfront"
+    df = pd.concat([pd.read_parquet(f) for f in glob.glob(str(result.out_dir / "shards" / "*.parquet"))])
+    kept = df[df.status == "kept"]
+    assert len(kept) >= 2
+    for _, row in kept.iterrows():
+        assert len(row.segments) > 0 and row.segmenter and row.labeler == "fixed:shopfront"
+        assert all(s["label"] == "shopfront" and list(s["rle_size"]) == [640, 640] for s in row.segments)
