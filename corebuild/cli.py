@@ -18,6 +18,7 @@ def _build(args: argparse.Namespace) -> int:
     from .providers.localfolder import LocalFolderConfig
     from .providers.mapillary import MapillaryConfig
     from .fetch import FetchConfig
+    from .describe import DescribeConfig
     from .sample import SampleConfig
     from .segment import SegmentConfig
 
@@ -45,6 +46,13 @@ def _build(args: argparse.Namespace) -> int:
             checkpoint=args.sam_checkpoint or os.environ.get("COREBUILD_SAM_CHECKPOINT", ""),
             labeler=args.labeler,
             clip_checkpoint=args.clip_checkpoint or os.environ.get("COREBUILD_CLIP_CHECKPOINT", ""),
+        ),
+        describe=DescribeConfig(
+            backend=args.describer,
+            prompt_id=args.prompt or ("template-v1" if args.describer == "template" else "cvg-progressive-v1"),
+            base_url=args.llm_url or "",
+            model=args.llm_model or "",
+            api_key_env=args.llm_key_env,
         ),
         runner=RunnerConfig(
             runner=args.runner,
@@ -141,6 +149,11 @@ def parser() -> argparse.ArgumentParser:
     b.add_argument("--sam-checkpoint", default=None, help="SAM weights file (default $COREBUILD_SAM_CHECKPOINT)")
     b.add_argument("--labeler", default="off", help="mask labels: off (default) or clip")
     b.add_argument("--clip-checkpoint", default=None, help="open_clip weights file (default $COREBUILD_CLIP_CHECKPOINT)")
+    b.add_argument("--describer", default="template", help="template (offline default) or openai (any OpenAI-compatible endpoint, e.g. vllm serve)")
+    b.add_argument("--prompt", default=None, help="prompt set id in prompts/ (default: template-v1 or cvg-progressive-v1)")
+    b.add_argument("--llm-url", default=None, help="base URL of the /v1/chat/completions server")
+    b.add_argument("--llm-model", default=None, help="model name to request")
+    b.add_argument("--llm-key-env", default=None, help="env var holding the endpoint's bearer token, if it needs one")
     b.add_argument("--runner", default="DirectRunner")
     b.add_argument("--streetview-url", default=None, help="Street View API base URL (default: Google's)")
     b.add_argument("--aerial-url", default=None, help="XYZ tile URL template, e.g. https://host/{z}/{x}/{y}.png")

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from typing import Callable, Protocol, Sequence
+from typing import Callable, Optional, Protocol, Sequence
 
 from .errors import ConfigError
 from .prompts import Prompt, load_prompt
@@ -20,6 +20,13 @@ class DescribeConfig:
     backend: str = "template"
     prompt_id: str = "template-v1"
     prompts_dir: str = "prompts"
+    # Model backends (openai-compatible endpoints such as `vllm serve`):
+    base_url: str = ""  # e.g. http://127.0.0.1:8000 (the /v1/chat/completions server)
+    model: str = ""
+    api_key_env: Optional[str] = None  # env var with a bearer token, if the endpoint needs one
+    concurrency: int = 32  # requests in flight per worker
+    timeout_s: float = 120.0
+    attempts: int = 4
 
 
 class Describer(Protocol):
@@ -104,6 +111,8 @@ DESCRIBERS: dict[str, Callable[[DescribeConfig], Describer]] = {"template": Temp
 
 
 def load_describer(cfg: DescribeConfig) -> Describer:
+    from . import llm_describe  # noqa: F401  (registers the model backends; imports describe)
+
     try:
         return DESCRIBERS[cfg.backend](cfg)
     except KeyError:

@@ -113,6 +113,10 @@ class Description:
     model_id: str
     prompt_id: str
     prompt_hash: str
+    parts: Optional[str] = None  # JSON of the structured answer (road, buildings, environment, signs)
+    sampling: Optional[str] = None  # JSON of the sampling parameters sent
+    prompt_tokens: Optional[int] = None
+    completion_tokens: Optional[int] = None
 
 
 @dataclass(frozen=True)

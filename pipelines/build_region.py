@@ -199,6 +199,11 @@ class DescribeDoFn(beam.DoFn):
         if before // 50 != self.done // 50:
             log.info("progress: %d records written by this worker", self.done)
 
+    def teardown(self):
+        close = getattr(getattr(self, "describer", None), "close", None)
+        if close:
+            close()
+
 
 class WriteShardsDoFn(beam.DoFn):
     """Rows -> Parquet shards in the output storage (local or gs://), one writer per bundle."""

@@ -148,6 +148,12 @@ class HttpClient:
             await self.cache.put(key, res.body)
         return res
 
+    async def post_json(self, url: str, body: dict, stage: str, headers: Optional[Mapping[str, str]] = None) -> HttpResult:
+        """POST a JSON body (model endpoints): same limits, retries and timeouts; never cached."""
+        res = await http_get(self.session, url, {}, self.cfg, stage, headers, self.limiter, self._retry, method="POST", json_body=body)
+        self.requests += 1
+        return res
+
 
 async def http_get(
     session: aiohttp.ClientSession,
@@ -158,6 +164,8 @@ async def http_get(
     headers: Optional[Mapping[str, str]] = None,
     limiter: Optional[AsyncLimiter] = None,
     retry: Optional[dict] = None,
+    method: str = "GET",
+    json_body: Optional[dict] = None,
 ) -> HttpResult:
     """GET with retries on connection errors, timeouts, 429 and 5xx.
 
@@ -173,7 +181,7 @@ async def http_get(
     async def once() -> HttpResult:
         if limiter is not None:
             await limiter.acquire()
-        async with session.get(url, params=params, headers=headers, timeout=timeout) as resp:
+        async with session.request(method, url, params=params, json=json_body, headers=headers, timeout=timeout) as resp:
             body = await resp.read()
             if resp.status in RETRYABLE_STATUS:
                 raise RetryableHTTPError(resp.status, safe(), _retry_after(resp.headers))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import io
+import json
 from collections import Counter
 
 import pytest
@@ -27,10 +28,19 @@ class FaultServer:
         app.router.add_get("/truncated.jpg", self.truncated)
         app.router.add_get("/blank/{z}/{x}/{y}.png", self.blank_tile)
         app.router.add_get("/sv/{status}/maps/api/streetview/metadata", self.sv_status)
+        app.router.add_post("/flaky-post/{name}/{fails}", self.flaky_post)
         app.router.add_get("/flaky-tile/{code}/{z}/{x}/{y}.png", self.flaky_tile)
         app.router.add_get("/truncated-tile/{z}/{x}/{y}.png", self.truncated_tile)
         app.router.add_get("/count/{z}/{x}/{y}.png", self.counted_tile)
         return app
+
+    async def flaky_post(self, request):
+        """Fails `fails` times with 503, then echoes the JSON body."""
+        name, fails = request.match_info["name"], int(request.match_info["fails"])
+        self.hits[f"post:{name}"] += 1
+        if self.hits[f"post:{name}"] <= fails:
+            return web.Response(status=503, text="busy")
+        return web.Response(body=json.dumps(await request.json()).encode(), content_type="application/json")
 
     async def sv_status(self, request):
         """Street View metadata answering with a given documented status."""

@@ -6,7 +6,7 @@ import aiohttp
 import pytest
 
 from corebuild.errors import StageError
-from corebuild.providers.http import HttpConfig, decode_image, http_get, redact_url
+from corebuild.providers.http import HttpClient, HttpConfig, decode_image, http_get, redact_url
 
 FAST = HttpConfig(attempts=3, backoff_initial_s=0.01, backoff_max_s=2.0, timeout_s=5)
 
@@ -66,3 +66,12 @@ def test_truncated_image_fails_to_decode(fault_server):
     with pytest.raises(StageError) as err:
         decode_image(res.body, "street", "test image")
     assert err.value.reason == "street.bad_image"
+
+
+def test_post_json_is_retried_like_get(fault_server):
+    async def go():
+        async with aiohttp.ClientSession() as s:
+            return await HttpClient(s, FAST).post_json(f"{fault_server.url}/flaky-post/p/1", {"a": 1}, "describe")
+
+    res = asyncio.run(go())
+    assert res.status == 200 and res.body == b'{"a": 1}' and fault_server.hits["post:p"] == 2

@@ -1,0 +1,164 @@
+"""Describers backed by a vision-language model: the prompt (shared by every model backend) and
+the `openai` backend for any OpenAI-compatible `/v1/chat/completions` endpoint (`vllm serve`,
+a hosted model), with images as data URIs and JSON-schema structured output."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import time
+from typing import Any, Optional, Sequence
+
+import aiohttp
+
+from .aio import LoopThread
+from .describe import DESCRIBERS, DescribeConfig, compass
+from .errors import ConfigError, StageError
+from .prompts import Prompt, load_prompt
+from .providers.http import HttpClient, HttpConfig
+from .record import Description, Record
+from .secrets import resolve_secret
+
+
+def evidence_json(rec: Record, context: dict) -> str:
+    """OCR text per heading (dropped text left out), mask labels and the region, as JSON: data
+    the prompt delimits and tells the model never to obey."""
+    region = context.get(rec.region_id, {})
+    views = []
+    for v in rec.street.views if rec.street else ():
+        views.append(
+            {
+                "heading": v.heading,
+                "facing": compass(v.heading),
+                "ocr": [{"text": t.text, "confidence": round(t.confidence, 3)} for t in rec.ocr or () if t.heading == v.heading and not t.dropped],
+                "segments": sorted({s.label for s in rec.segments or () if s.heading == v.heading and s.label}),
+            }
+        )
+    return json.dumps({"region": region.get("name", rec.region_id), "country": region.get("country"), "views": views}, ensure_ascii=False, indent=1)
+
+
+def build_messages(rec: Record, prompt: Prompt, context: dict) -> list[dict[str, Any]]:
+    body = prompt.body
+    region = context.get(rec.region_id, {})
+    views = rec.street.views
+    text = body["user"].format(
+        n_views=len(views),
+        region=region.get("name", rec.region_id),
+        country=region.get("country", "?"),
+        headings=", ".join(f"{v.heading:g}" for v in views),
+        evidence=evidence_json(rec, context),
+        target_words=body["target_words"],
+    )
+    images = [
+        {"type": "image_url", "image_url": {"url": f"data:image/{v.image_format};base64,{base64.b64encode(v.image).decode()}"}} for v in views
+    ]
+    return [{"role": "system", "content": body["system"]}, {"role": "user", "content": [{"type": "text", "text": text}, *images]}]
+
+
+def parse_answer(content: Optional[str], prompt: Prompt) -> dict[str, Any]:
+    """The structured answer, checked against the prompt's schema (required keys and types)."""
+    if content is None:
+        raise StageError("describe.bad_format", "the model returned no content")
+    try:
+        doc = json.loads(content)
+    except ValueError:
+        raise StageError("describe.bad_format", f"the answer is not JSON: {content[:120]!r}") from None
+    schema = prompt.body["schema"]
+    if not isinstance(doc, dict):
+        raise StageError("describe.bad_format", "the answer is not a JSON object")
+    for key in schema["required"]:
+        if key not in doc:
+            raise StageError("describe.bad_format", f"the answer lacks {key!r}")
+        want = schema["properties"][key]["type"]
+        ok = isinstance(doc[key], str) if want == "string" else isinstance(doc[key], list) and all(isinstance(x, str) for x in doc[key])
+        if not ok:
+            raise StageError("describe.bad_format", f"{key!r} should be a {want}")
+    return doc
+
+
+class OpenAIDescriber:
+    """Any OpenAI-compatible chat endpoint; one session and loop per worker."""
+
+    name = "openai"
+
+    def __init__(self, cfg: DescribeConfig):
+        if not cfg.base_url or not cfg.model:
+            raise ConfigError("describer 'openai' needs base_url and model (--llm-url, --llm-model)")
+        self.cfg = cfg
+        self.prompt = load_prompt(cfg.prompts_dir, cfg.prompt_id)
+        if self.prompt.body.get("kind") != "chat":
+            raise ConfigError(f"prompt set {cfg.prompt_id!r} is not a chat prompt (kind={self.prompt.body.get('kind')!r})")
+        self.model_id = cfg.model
+        self._headers = {"Authorization": f"Bearer {resolve_secret(cfg.api_key_env, 'the describer endpoint')}"} if cfg.api_key_env else {}
+        self.sampling = dict(self.prompt.body.get("sampling", {}))
+        self._loop = LoopThread("corebuild-describe")
+        self._session, self._http = self._loop.run(self._open())
+
+    async def _open(self):
+        session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=self.cfg.concurrency))
+        http = HttpClient(session, HttpConfig(concurrency=self.cfg.concurrency, timeout_s=self.cfg.timeout_s, attempts=self.cfg.attempts))
+        return session, http
+
+    def request_body(self, rec: Record, context: dict) -> dict[str, Any]:
+        return {
+            "model": self.cfg.model,
+            "messages": build_messages(rec, self.prompt, context),
+            **self.sampling,
+            "response_format": {"type": "json_schema", "json_schema": {"name": "scene_description", "schema": self.prompt.body["schema"], "strict": True}},
+        }
+
+    async def _one(self, rec: Record, context: dict) -> Record:
+        if rec.failed:
+            return rec
+        if rec.street is None or rec.ocr is None:
+            return rec.fail("describe.missing_evidence", "describe needs street views and OCR evidence")
+        t0 = time.perf_counter()
+        try:
+            res = await self._http.post_json(self.cfg.base_url.rstrip("/") + "/v1/chat/completions", self.request_body(rec, context), "describe", self._headers)
+            if res.status != 200:
+                raise StageError(f"describe.http_{res.status}", f"the describer endpoint answered HTTP {res.status}: {res.body[:200]!r}")
+            reply = json.loads(res.body)
+            choice = reply["choices"][0]
+            message = choice.get("message", {})
+            if message.get("refusal") or choice.get("finish_reason") == "content_filter":
+                raise StageError("describe.refusal", f"the model declined: {str(message.get('refusal') or choice.get('finish_reason'))[:200]}")
+            if choice.get("finish_reason") == "length":
+                raise StageError("describe.truncated", f"the answer hit max_tokens={self.sampling.get('max_tokens')}")
+            answer = parse_answer(message.get("content"), self.prompt)
+        except StageError as exc:
+            return rec.fail(exc.reason, str(exc)).timed("describe", time.perf_counter() - t0)
+        except (ValueError, KeyError, IndexError, TypeError) as exc:
+            return rec.fail("describe.bad_response", f"unexpected reply shape: {type(exc).__name__}: {exc}").timed("describe", time.perf_counter() - t0)
+        words = len(answer["description"].split())
+        b = self.prompt.body
+        if not b.get("min_words", 0) <= words <= b.get("max_words", 10**6):
+            return rec.fail("describe.length", f"description has {words} words, outside {b.get('min_words')}..{b.get('max_words')}")
+        usage = reply.get("usage") or {}
+        desc = Description(
+            text=answer["description"].strip(),
+            backend=self.name,
+            model_id=str(reply.get("model") or self.cfg.model),
+            prompt_id=self.prompt.id,
+            prompt_hash=self.prompt.hash,
+            parts=json.dumps({k: answer[k] for k in ("road", "buildings", "environment", "signs")}, ensure_ascii=False),
+            sampling=json.dumps(self.sampling, sort_keys=True),
+            prompt_tokens=usage.get("prompt_tokens"),
+            completion_tokens=usage.get("completion_tokens"),
+        )
+        return rec.with_(description=desc).timed("describe", time.perf_counter() - t0)
+
+    def describe(self, records: Sequence[Record], context: dict) -> list[Record]:
+        async def run():
+            return list(await asyncio.gather(*(self._one(r, context) for r in records)))
+
+        return self._loop.run(run())
+
+    def close(self) -> None:
+        try:
+            self._loop.run(self._session.close(), timeout=10)
+        finally:
+            self._loop.close()
+
+
+DESCRIBERS["openai"] = OpenAIDescriber
