@@ -53,6 +53,7 @@ def _build(args: argparse.Namespace) -> int:
             base_url=args.llm_url or "",
             model=args.llm_model or "",
             api_key_env=args.llm_key_env,
+            grounding=args.grounding,
         ),
         runner=RunnerConfig(
             runner=args.runner,
@@ -129,6 +130,18 @@ def _models(args: argparse.Namespace) -> int:
     return 0
 
 
+def _stats(args: argparse.Namespace) -> int:
+    from .stats import build_texts, format_stats, text_stats
+    from .storage import open_storage
+
+    output, _, region = args.build.rstrip("/").rpartition("/")
+    texts = build_texts(open_storage(output or "."), region)
+    if not texts:
+        raise CorebuildError(f"{args.build}: no kept descriptions in its shards")
+    print(format_stats(text_stats(texts)))
+    return 0
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="corebuild", description=__doc__)
     sub = p.add_subparsers(dest="command", required=True)
@@ -154,6 +167,7 @@ def parser() -> argparse.ArgumentParser:
     b.add_argument("--llm-url", default=None, help="base URL of the /v1/chat/completions server")
     b.add_argument("--llm-model", default=None, help="model name to request")
     b.add_argument("--llm-key-env", default=None, help="env var holding the endpoint's bearer token, if it needs one")
+    b.add_argument("--grounding", default="fail", choices=["fail", "remove", "off"], help="sign text the model invents: fail the row (default) or remove it")
     b.add_argument("--runner", default="DirectRunner")
     b.add_argument("--streetview-url", default=None, help="Street View API base URL (default: Google's)")
     b.add_argument("--aerial-url", default=None, help="XYZ tile URL template, e.g. https://host/{z}/{x}/{y}.png")
@@ -181,6 +195,10 @@ def parser() -> argparse.ArgumentParser:
     m.add_argument("--sam-checkpoint", default=None, help="SAM weights (default $COREBUILD_SAM_CHECKPOINT)")
     m.add_argument("--clip-checkpoint", default=None, help="open_clip weights (default $COREBUILD_CLIP_CHECKPOINT)")
     m.set_defaults(func=_models)
+
+    st = sub.add_parser("stats", help="CVG-Text text measures of a build's descriptions")
+    st.add_argument("build", help="<output>/<region>, a local path or gs:// URL")
+    st.set_defaults(func=_stats)
 
     s = sub.add_parser("synthetic", help="the synthetic imagery world")
     ssub = s.add_subparsers(dest="synthetic_command", required=True)

@@ -27,6 +27,7 @@ class DescribeConfig:
     concurrency: int = 32  # requests in flight per worker
     timeout_s: float = 120.0
     attempts: int = 4
+    grounding: str = "fail"  # sign text not in the OCR evidence: "fail" the row, "remove" it, or "off"
 
 
 class Describer(Protocol):

@@ -19,7 +19,8 @@ def count_shards(storage, names: list[str]) -> dict[str, Any]:
         data = storage.read(name)
         if data is None:
             raise FileNotFoundError(storage.join(name))
-        table = pq.read_table(pa.BufferReader(data), columns=["sample_id", "region_id", "status", "failure_reason"])
+        # Single-threaded: threaded reads from memory buffers can abort the process at exit (pyarrow 24-25 here).
+        table = pq.read_table(pa.BufferReader(data), columns=["sample_id", "region_id", "status", "failure_reason"], use_threads=False)
         cols = table.to_pydict()
         for sid, rid, st, why in zip(cols["sample_id"], cols["region_id"], cols["status"], cols["failure_reason"]):
             ids[sid] += 1

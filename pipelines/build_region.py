@@ -16,6 +16,7 @@ from corebuild.describe import load_describer
 from corebuild.evidence import ocr_record
 from corebuild.fetch import Fetcher, dedupe_key, keep_first
 from corebuild.ocr import load_ocr
+from corebuild.qc import check_grounding
 from corebuild.segment import load_labeler, load_segmenter, segment_record
 from corebuild.record import Record
 from corebuild.regions import Region
@@ -190,6 +191,8 @@ class DescribeDoFn(beam.DoFn):
         except Exception as exc:
             out = _fail_batch(batch, "describe", exc)
         for rec in out:
+            if self.cfg.describe.grounding != "off":
+                rec = check_grounding(rec, self.cfg.describe.grounding)
             rec = rec.finish()
             Metrics.counter(NS, rec.status).inc()
             if rec.failed:
