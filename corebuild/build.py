@@ -19,6 +19,7 @@ from .errors import BuildError, ConfigError
 from .manifest import count_shards, write_manifest
 from .fetch import Fetcher
 from .ocr import load_ocr
+from .prompts import load_prompt
 from .segment import load_labeler, load_segmenter
 from .providers.aerial import AerialConfig
 from .providers import AERIAL_PRESETS, STREET_PROVIDERS
@@ -108,7 +109,13 @@ def with_synthetic_endpoints(cfg: BuildConfig, base_url: str) -> BuildConfig:
 def preflight(cfg: BuildConfig, region: Region) -> dict[str, Any]:
     """Fail before any work starts, with one clear message, on what would fail every record.
     Returns the model ids the build will record."""
-    describer = load_describer(cfg.describe)
+    if cfg.describe.backend == "vllm":
+        describer_id = f"vllm:{cfg.describe.model}"  # the engine loads on the GPU workers, not here
+        load_prompt(cfg.describe.prompts_dir, cfg.describe.prompt_id)
+    else:
+        describer = load_describer(cfg.describe)
+        describer_id = f"{describer.name}:{describer.model_id}"
+        getattr(describer, "close", lambda: None)()
     ocr = load_ocr(cfg.ocr, [list(g) for g in region.ocr_languages])
     segmenter = load_segmenter(cfg.segment)  # missing weights fail here, once, not per element
     labeler = load_labeler(cfg.segment) if segmenter else None
@@ -117,8 +124,8 @@ def preflight(cfg: BuildConfig, region: Region) -> dict[str, Any]:
         "ocr": f"{ocr.name}:{ocr.model_id}",
         "segmentation": f"{segmenter.name}:{segmenter.model_id}" if segmenter else None,  # None: off, and said so
         "mask_labels": f"{labeler.name}:{labeler.model_id}" if labeler else None,
-        "describer": f"{describer.name}:{describer.model_id}",
-        "prompt": {"id": describer.prompt.id, "hash": describer.prompt.hash},
+        "describer": describer_id,
+        "prompt": {"id": cfg.describe.prompt_id, "hash": load_prompt(cfg.describe.prompts_dir, cfg.describe.prompt_id).hash},
     }
 
 

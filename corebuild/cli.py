@@ -162,7 +162,7 @@ def parser() -> argparse.ArgumentParser:
     b.add_argument("--sam-checkpoint", default=None, help="SAM weights file (default $COREBUILD_SAM_CHECKPOINT)")
     b.add_argument("--labeler", default="off", help="mask labels: off (default) or clip")
     b.add_argument("--clip-checkpoint", default=None, help="open_clip weights file (default $COREBUILD_CLIP_CHECKPOINT)")
-    b.add_argument("--describer", default="template", help="template (offline default) or openai (any OpenAI-compatible endpoint, e.g. vllm serve)")
+    b.add_argument("--describer", default="template", help="template (offline default), openai (any OpenAI-compatible endpoint, e.g. vllm serve) or vllm (in-process on GPU workers)")
     b.add_argument("--prompt", default=None, help="prompt set id in prompts/ (default: template-v1 or cvg-progressive-v1)")
     b.add_argument("--llm-url", default=None, help="base URL of the /v1/chat/completions server")
     b.add_argument("--llm-model", default=None, help="model name to request")

@@ -8,6 +8,7 @@ import asyncio
 import base64
 import json
 import time
+from dataclasses import dataclass
 from typing import Any, Optional, Sequence
 
 import aiohttp
@@ -77,6 +78,47 @@ def parse_answer(content: Optional[str], prompt: Prompt) -> dict[str, Any]:
     return doc
 
 
+@dataclass(frozen=True)
+class ModelAnswer:
+    """What any model backend got back for one record, before checks."""
+
+    content: Optional[str]
+    finish_reason: Optional[str]
+    refusal: Optional[str]
+    model_id: str
+    prompt_tokens: Optional[int]
+    completion_tokens: Optional[int]
+
+
+def apply_answer(rec: Record, a: ModelAnswer, backend: str, prompt: Prompt, sampling: dict) -> Record:
+    """Checks shared by every model backend (refusal, truncation, schema, length), then the
+    description with its provenance; a failed check is a failure row with its reason."""
+    try:
+        if a.refusal or a.finish_reason == "content_filter":
+            raise StageError("describe.refusal", f"the model declined: {str(a.refusal or a.finish_reason)[:200]}")
+        if a.finish_reason == "length":
+            raise StageError("describe.truncated", f"the answer hit max_tokens={sampling.get('max_tokens')}")
+        answer = parse_answer(a.content, prompt)
+    except StageError as exc:
+        return rec.fail(exc.reason, str(exc))
+    words = len(answer["description"].split())
+    b = prompt.body
+    if not b.get("min_words", 0) <= words <= b.get("max_words", 10**6):
+        return rec.fail("describe.length", f"description has {words} words, outside {b.get('min_words')}..{b.get('max_words')}")
+    desc = Description(
+        text=answer["description"].strip(),
+        backend=backend,
+        model_id=a.model_id,
+        prompt_id=prompt.id,
+        prompt_hash=prompt.hash,
+        parts=json.dumps({k: answer[k] for k in ("road", "buildings", "environment", "signs")}, ensure_ascii=False),
+        sampling=json.dumps(sampling, sort_keys=True),
+        prompt_tokens=a.prompt_tokens,
+        completion_tokens=a.completion_tokens,
+    )
+    return rec.with_(description=desc)
+
+
 class OpenAIDescriber:
     """Any OpenAI-compatible chat endpoint; one session and loop per worker."""
 
@@ -121,32 +163,20 @@ class OpenAIDescriber:
             reply = json.loads(res.body)
             choice = reply["choices"][0]
             message = choice.get("message", {})
-            if message.get("refusal") or choice.get("finish_reason") == "content_filter":
-                raise StageError("describe.refusal", f"the model declined: {str(message.get('refusal') or choice.get('finish_reason'))[:200]}")
-            if choice.get("finish_reason") == "length":
-                raise StageError("describe.truncated", f"the answer hit max_tokens={self.sampling.get('max_tokens')}")
-            answer = parse_answer(message.get("content"), self.prompt)
+            usage = reply.get("usage") or {}
+            answer = ModelAnswer(
+                content=message.get("content"),
+                finish_reason=choice.get("finish_reason"),
+                refusal=message.get("refusal"),
+                model_id=str(reply.get("model") or self.cfg.model),
+                prompt_tokens=usage.get("prompt_tokens"),
+                completion_tokens=usage.get("completion_tokens"),
+            )
         except StageError as exc:
             return rec.fail(exc.reason, str(exc)).timed("describe", time.perf_counter() - t0)
         except (ValueError, KeyError, IndexError, TypeError) as exc:
             return rec.fail("describe.bad_response", f"unexpected reply shape: {type(exc).__name__}: {exc}").timed("describe", time.perf_counter() - t0)
-        words = len(answer["description"].split())
-        b = self.prompt.body
-        if not b.get("min_words", 0) <= words <= b.get("max_words", 10**6):
-            return rec.fail("describe.length", f"description has {words} words, outside {b.get('min_words')}..{b.get('max_words')}")
-        usage = reply.get("usage") or {}
-        desc = Description(
-            text=answer["description"].strip(),
-            backend=self.name,
-            model_id=str(reply.get("model") or self.cfg.model),
-            prompt_id=self.prompt.id,
-            prompt_hash=self.prompt.hash,
-            parts=json.dumps({k: answer[k] for k in ("road", "buildings", "environment", "signs")}, ensure_ascii=False),
-            sampling=json.dumps(self.sampling, sort_keys=True),
-            prompt_tokens=usage.get("prompt_tokens"),
-            completion_tokens=usage.get("completion_tokens"),
-        )
-        return rec.with_(description=desc).timed("describe", time.perf_counter() - t0)
+        return apply_answer(rec, answer, self.name, self.prompt, self.sampling).timed("describe", time.perf_counter() - t0)
 
     def describe(self, records: Sequence[Record], context: dict) -> list[Record]:
         async def run():

@@ -177,6 +177,17 @@ class EvidenceDoFn(beam.DoFn):
         yield out
 
 
+def finish_record(rec: Record, cfg: BuildConfig) -> Record:
+    """After describing: the grounding check, then kept or failed, counted."""
+    if cfg.describe.grounding != "off":
+        rec = check_grounding(rec, cfg.describe.grounding)
+    rec = rec.finish()
+    Metrics.counter(NS, rec.status).inc()
+    if rec.failed:
+        Metrics.counter(NS, f"failed.{rec.failure_reason}").inc()
+    return rec
+
+
 class DescribeDoFn(beam.DoFn):
     def __init__(self, cfg: BuildConfig, context: dict):
         self.cfg, self.context = cfg, context
@@ -191,13 +202,7 @@ class DescribeDoFn(beam.DoFn):
         except Exception as exc:
             out = _fail_batch(batch, "describe", exc)
         for rec in out:
-            if self.cfg.describe.grounding != "off":
-                rec = check_grounding(rec, self.cfg.describe.grounding)
-            rec = rec.finish()
-            Metrics.counter(NS, rec.status).inc()
-            if rec.failed:
-                Metrics.counter(NS, f"failed.{rec.failure_reason}").inc()
-            yield rec
+            yield finish_record(rec, self.cfg)
         before, self.done = self.done, self.done + len(out)
         if before // 50 != self.done // 50:
             log.info("progress: %d records written by this worker", self.done)
@@ -252,8 +257,21 @@ def build_pipeline(p: beam.Pipeline, cfg: BuildConfig, region: Region, stamp: Ru
         | "BatchCapture" >> beam.BatchElements(min_batch_size=1, max_batch_size=cfg.runner.batch_size)
         | "Capture" >> beam.ParDo(CaptureDoFn(cfg))
         | "Evidence" >> beam.ParDo(EvidenceDoFn(cfg, [list(g) for g in region.ocr_languages]))
-        | "Describe" >> beam.ParDo(DescribeDoFn(cfg, context))
     )
+    if cfg.describe.backend == "vllm":  # in-process GPU engine: Beam's RunInference batches it
+        from apache_beam.ml.inference.base import RunInference
+
+        from corebuild.vllm_describe import VllmDescribeHandler
+
+        records = (
+            records
+            | "Unbatch" >> beam.FlatMap(lambda batch: batch)
+            | "Describe" >> RunInference(VllmDescribeHandler(cfg.describe, context))
+            | "Described" >> beam.Map(lambda result: result.inference)
+            | "Finish" >> beam.Map(finish_record, cfg)
+        )
+    else:
+        records = records | "Describe" >> beam.ParDo(DescribeDoFn(cfg, context))
     records | "ToRow" >> beam.Map(record_to_row, stamp) | "Write" >> beam.ParDo(WriteShardsDoFn(storage, shards_prefix, cfg))
 
 

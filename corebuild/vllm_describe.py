@@ -1,0 +1,101 @@
+"""The `vllm` describer: a Beam ModelHandler whose model is an in-process `vllm.LLM`, so
+RunInference batches records and `LLM.chat` batches them again on the GPU (no HTTP hop).
+
+vLLM cannot run on these CPU machines and its wheel is too large to carry here; the handler is
+tested with the engine replaced at its narrowest seam (`llm.chat(conversations, params)`), and
+the prompt, checks and provenance are those of the `openai` backend.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Iterable, Optional, Sequence
+
+from apache_beam.ml.inference.base import ModelHandler, PredictionResult
+
+from .describe import DescribeConfig
+from .errors import ModelUnavailableError
+from .llm_describe import ModelAnswer, apply_answer, build_messages
+from .prompts import load_prompt
+from .record import Record
+
+
+def vllm_sampling_params(sampling: dict, schema: dict) -> Any:
+    """vllm.SamplingParams with JSON-schema structured output (the API moved across releases:
+    StructuredOutputsParams from ~0.10, GuidedDecodingParams before). max_tokens is always set:
+    vLLM's default of 16 would cut every description."""
+    import vllm
+
+    kwargs = {k: v for k, v in sampling.items() if k in ("temperature", "top_p", "max_tokens", "seed")}
+    try:
+        from vllm.sampling_params import StructuredOutputsParams
+
+        return vllm.SamplingParams(**kwargs, structured_outputs=StructuredOutputsParams(json=schema))
+    except ImportError:
+        from vllm.sampling_params import GuidedDecodingParams
+
+        return vllm.SamplingParams(**kwargs, guided_decoding=GuidedDecodingParams(json=schema))
+
+
+def load_vllm(cfg: DescribeConfig) -> Any:
+    try:
+        import vllm
+    except ImportError:
+        raise ModelUnavailableError(
+            "describer 'vllm' needs the vllm package on a GPU worker (pip install vllm; see docker/ for the GPU image); "
+            "on other machines use --describer openai against a `vllm serve` endpoint"
+        ) from None
+    return vllm.LLM(model=cfg.model, limit_mm_per_prompt={"image": 4}, max_model_len=8192, enable_prefix_caching=True)
+
+
+class VllmDescribeHandler(ModelHandler):
+    """RunInference over Records: each batch becomes one `LLM.chat` call; failed records pass
+    through untouched; every result is a Record (described, or failed with a reason)."""
+
+    name = "vllm"
+
+    def __init__(
+        self,
+        cfg: DescribeConfig,
+        context: dict,
+        llm_factory: Optional[Callable[[DescribeConfig], Any]] = None,
+        sampling_factory: Optional[Callable[[dict, dict], Any]] = None,
+        max_batch_size: int = 32,
+    ):
+        super().__init__(min_batch_size=1, max_batch_size=max_batch_size)
+        self.cfg, self.context = cfg, context
+        self.prompt = load_prompt(cfg.prompts_dir, cfg.prompt_id)
+        self.sampling = dict(self.prompt.body.get("sampling", {}))
+        self._llm_factory = llm_factory or load_vllm
+        self._sampling_factory = sampling_factory or vllm_sampling_params
+
+    def load_model(self) -> Any:
+        return self._llm_factory(self.cfg)
+
+    def share_model_across_processes(self) -> bool:
+        return True  # one engine per GPU VM, not one per SDK process
+
+    def run_inference(self, batch: Sequence[Record], model: Any, inference_args: Optional[dict] = None) -> Iterable[PredictionResult]:
+        todo = [r for r in batch if not r.failed and r.street is not None and r.ocr is not None]
+        results: dict[str, Record] = {}
+        if todo:
+            params = self._sampling_factory(self.sampling, self.prompt.body["schema"])
+            outputs = model.chat([build_messages(r, self.prompt, self.context) for r in todo], params, use_tqdm=False)
+            for rec, out in zip(todo, outputs):
+                gen = out.outputs[0]
+                answer = ModelAnswer(
+                    content=gen.text,
+                    finish_reason=gen.finish_reason,
+                    refusal=None,
+                    model_id=self.cfg.model,
+                    prompt_tokens=len(out.prompt_token_ids or ()),
+                    completion_tokens=len(gen.token_ids or ()),
+                )
+                results[rec.sample_id] = apply_answer(rec, answer, self.name, self.prompt, self.sampling)
+        for rec in batch:
+            if rec.sample_id in results:
+                out_rec = results[rec.sample_id]
+            elif rec.failed:
+                out_rec = rec
+            else:
+                out_rec = rec.fail("describe.missing_evidence", "describe needs street views and OCR evidence")
+            yield PredictionResult(rec, out_rec, self.cfg.model)
