@@ -179,8 +179,17 @@ class OpenAIDescriber:
         return apply_answer(rec, answer, self.name, self.prompt, self.sampling).timed("describe", time.perf_counter() - t0)
 
     def describe(self, records: Sequence[Record], context: dict) -> list[Record]:
+        # The semaphore, not just the connection pool, bounds work in flight: a request body
+        # (four base64 images) is built only when a slot is free, so memory stays flat however
+        # many records arrive.
         async def run():
-            return list(await asyncio.gather(*(self._one(r, context) for r in records)))
+            slots = asyncio.Semaphore(self.cfg.concurrency)
+
+            async def bounded(r: Record) -> Record:
+                async with slots:
+                    return await self._one(r, context)
+
+            return list(await asyncio.gather(*(bounded(r) for r in records)))
 
         return self._loop.run(run())
 
