@@ -142,6 +142,24 @@ def _stats(args: argparse.Namespace) -> int:
     return 0
 
 
+def _audit(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from .audit import render_csv, render_html, sample_rows
+    from .storage import open_storage
+
+    output, _, region = args.build.rstrip("/").rpartition("/")
+    rows = sample_rows(open_storage(output or "."), region, args.fraction, args.seed, args.include_failed)
+    if not rows:
+        raise CorebuildError(f"{args.build}: no rows to audit")
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "audit.html").write_text(render_html(rows, f"Audit of {args.build} ({args.fraction:.0%}, seed {args.seed})"), encoding="utf-8")
+    (out / "audit.csv").write_text(render_csv(rows), encoding="utf-8")
+    print(f"{len(rows)} rows -> {out / 'audit.html'} and {out / 'audit.csv'}")
+    return 0
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="corebuild", description=__doc__)
     sub = p.add_subparsers(dest="command", required=True)
@@ -199,6 +217,14 @@ def parser() -> argparse.ArgumentParser:
     st = sub.add_parser("stats", help="CVG-Text text measures of a build's descriptions")
     st.add_argument("build", help="<output>/<region>, a local path or gs:// URL")
     st.set_defaults(func=_stats)
+
+    au = sub.add_parser("audit", help="a sample of a build as an HTML sheet + CSV for checking by hand")
+    au.add_argument("build", help="<output>/<region>, a local path or gs:// URL")
+    au.add_argument("--fraction", type=float, default=0.2, help="share of rows (CVG-Text checked 20%%)")
+    au.add_argument("--seed", type=int, default=0)
+    au.add_argument("--include-failed", action="store_true")
+    au.add_argument("--out", default="audit")
+    au.set_defaults(func=_audit)
 
     s = sub.add_parser("synthetic", help="the synthetic imagery world")
     ssub = s.add_subparsers(dest="synthetic_command", required=True)

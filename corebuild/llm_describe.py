@@ -17,6 +17,7 @@ from .aio import LoopThread
 from .describe import DESCRIBERS, DescribeConfig, compass
 from .errors import ConfigError, StageError
 from .prompts import Prompt, load_prompt
+from .qc import language_ok
 from .providers.http import HttpClient, HttpConfig
 from .record import Description, Record
 from .secrets import resolve_secret
@@ -103,6 +104,8 @@ def apply_answer(rec: Record, a: ModelAnswer, backend: str, prompt: Prompt, samp
         return rec.fail(exc.reason, str(exc))
     words = len(answer["description"].split())
     b = prompt.body
+    if not language_ok(answer["description"], b.get("language", "en")):
+        return rec.fail("describe.language", f"the description is not in the language asked for ({b.get('language', 'en')})")
     if not b.get("min_words", 0) <= words <= b.get("max_words", 10**6):
         return rec.fail("describe.length", f"description has {words} words, outside {b.get('min_words')}..{b.get('max_words')}")
     desc = Description(

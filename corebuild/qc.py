@@ -7,6 +7,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import re
+import unicodedata
 from difflib import SequenceMatcher
 from typing import Iterable
 
@@ -62,3 +63,20 @@ def check_grounding(rec: Record, action: str = "fail", min_ratio: float = 0.8) -
         parts["signs"] = [s for s in parts["signs"] if s not in bad]
     desc = dataclasses.replace(rec.description, text=" ".join(kept), parts=json.dumps(parts, ensure_ascii=False) if parts else rec.description.parts)
     return rec.with_(description=desc)
+
+
+# The script a description in each language is written in (quoted sign text may differ).
+SCRIPTS = {"en": "LATIN", "fr": "LATIN", "de": "LATIN", "es": "LATIN", "pt": "LATIN", "it": "LATIN", "ru": "CYRILLIC", "ja": ("CJK", "HIRAGANA", "KATAKANA"), "zh": "CJK", "ko": "HANGUL", "ar": "ARABIC"}
+
+
+def language_ok(text: str, language: str, min_share: float = 0.85) -> bool:
+    """Whether most letters are in the script of the language asked for (a cheap check that
+    catches a model answering in another language; quoted foreign sign text is tolerated)."""
+    script = SCRIPTS.get(language)
+    if script is None:
+        return True  # no rule for this language: not checked, rather than guessed
+    prefixes = (script,) if isinstance(script, str) else script
+    letters = [c for c in _QUOTED.sub(" ", text) if c.isalpha()]
+    if not letters:
+        return False
+    return sum(unicodedata.name(c, "").startswith(prefixes) for c in letters) / len(letters) >= min_share

@@ -59,6 +59,8 @@ class FakeLLM:
             await asyncio.sleep(3)
         elif model == "short":
             content = json.dumps({**answer, "description": "A street."})
+        elif model == "wrong-language":
+            content = json.dumps({**answer, "description": "左側に赤い建物があり、道路は二車線です。" * 8})
         return web.json_response(
             {
                 "id": "chatcmpl-1",
@@ -120,7 +122,13 @@ def test_good_answers_carry_parts_tokens_sampling_and_evidence_as_data(llm, prom
 
 @pytest.mark.parametrize(
     "model, reason",
-    [("malformed", "describe.bad_format"), ("refuses", "describe.refusal"), ("broken", "describe.http_500"), ("short", "describe.length")],
+    [
+        ("malformed", "describe.bad_format"),
+        ("refuses", "describe.refusal"),
+        ("broken", "describe.http_500"),
+        ("short", "describe.length"),
+        ("wrong-language", "describe.language"),
+    ],
 )
 def test_bad_answers_become_failure_rows(llm, prompts_dir, model, reason):
     d = _describer(llm, prompts_dir, model, attempts=2)

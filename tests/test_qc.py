@@ -32,3 +32,11 @@ def test_hallucinated_sign_text_fails_the_row_or_is_removed():
     # Text dropped from the evidence (it was on a car) does not ground a claim.
     assert check_grounding(_rec('It says "TAXI 5".', ["TAXI 5"], ocr)).failure_reason == "qc.ungrounded_sign_text"
     assert check_grounding(_rec("A quiet street.", [], ocr)) == _rec("A quiet street.", [], ocr)
+
+
+def test_language_check():
+    from corebuild.qc import language_ok
+
+    assert language_ok('A red building with a sign reading "喫茶店" on the left.', "en")
+    assert not language_ok("左側に赤い建物があり、道路は二車線です。木が並んでいます。", "en")
+    assert language_ok("左側に赤い建物があります。", "ja") and language_ok("anything", "xx")

@@ -149,3 +149,33 @@ def test_segmentation_runs_in_the_pipeline_and_lands_in_the_shards(tiny_server, 
     for _, row in kept.iterrows():
         assert len(row.segments) > 0 and row.segmenter and row.labeler == "fixed:shopfront"
         assert all(s["label"] == "shopfront" and list(s["rle_size"]) == [640, 640] for s in row.segments)
+
+
+def test_audit_sheet_of_a_build(built, tmp_path):
+    import subprocess
+    import sys
+    from html.parser import HTMLParser
+
+    from tests.conftest import ROOT
+
+    r = subprocess.run(
+        [sys.executable, "-m", "corebuild", "audit", str(built.out_dir), "--fraction", "0.5", "--out", str(tmp_path / "a")],
+        cwd=ROOT, capture_output=True, text=True, timeout=120,
+    )
+    assert r.returncode == 0, r.stderr
+    kept = built.manifest["counts"]["kept"]
+    rows = list(__import__("csv").DictReader(open(tmp_path / "a" / "audit.csv")))
+    assert len(rows) == round(kept * 0.5) and all(row["verdict"] == "" and row["status"] == "kept" for row in rows)
+
+    class Images(HTMLParser):
+        srcs: list = []
+
+        def handle_starttag(self, tag, attrs):
+            if tag == "img":
+                self.srcs.append(dict(attrs)["src"])
+
+    parser = Images()
+    parser.feed((tmp_path / "a" / "audit.html").read_text())
+    assert len(parser.srcs) == 2 * len(rows)  # a street view and an aerial crop per row
+    for src in parser.srcs:  # every image resolves: an embedded, decodable picture
+        Image.open(io.BytesIO(__import__("base64").b64decode(src.split(",", 1)[1]))).load()
