@@ -54,6 +54,7 @@ def _build(args: argparse.Namespace) -> int:
             model=args.llm_model or "",
             api_key_env=args.llm_key_env,
             grounding=args.grounding,
+            self_review=args.self_review,
         ),
         runner=RunnerConfig(
             runner=args.runner,
@@ -186,6 +187,7 @@ def parser() -> argparse.ArgumentParser:
     b.add_argument("--llm-model", default=None, help="model name to request")
     b.add_argument("--llm-key-env", default=None, help="env var holding the endpoint's bearer token, if it needs one")
     b.add_argument("--grounding", default="fail", choices=["fail", "remove", "off"], help="sign text the model invents: fail the row (default) or remove it")
+    b.add_argument("--self-review", action="store_true", help="model backends: a second pass where the model checks its description against the images")
     b.add_argument("--runner", default="DirectRunner")
     b.add_argument("--streetview-url", default=None, help="Street View API base URL (default: Google's)")
     b.add_argument("--aerial-url", default=None, help="XYZ tile URL template, e.g. https://host/{z}/{x}/{y}.png")

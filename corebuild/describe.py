@@ -28,6 +28,7 @@ class DescribeConfig:
     timeout_s: float = 120.0
     attempts: int = 4
     grounding: str = "fail"  # sign text not in the OCR evidence: "fail" the row, "remove" it, or "off"
+    self_review: bool = False  # a second request: the model checks its description against the images
 
 
 class Describer(Protocol):

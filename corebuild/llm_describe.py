@@ -58,6 +58,25 @@ def build_messages(rec: Record, prompt: Prompt, context: dict) -> list[dict[str,
     return [{"role": "system", "content": body["system"]}, {"role": "user", "content": [{"type": "text", "text": text}, *images]}]
 
 
+def review_messages(rec: Record, prompt: Prompt) -> list[dict[str, Any]]:
+    r = prompt.body["review"]
+    text = r["user"].format(n_views=len(rec.street.views), description=rec.description.text)
+    images = build_messages(rec, prompt, {})[1]["content"][1:]
+    return [{"role": "system", "content": r["system"]}, {"role": "user", "content": [{"type": "text", "text": text}, *images]}]
+
+
+def apply_review(rec: Record, content: Optional[str]) -> Record:
+    """CVG-Text's second QC step: the model judged its own description against the images."""
+    try:
+        doc = json.loads(content or "")
+        consistent, problems = bool(doc["consistent"]), [str(p) for p in doc.get("problems", [])]
+    except (ValueError, KeyError, TypeError):
+        return rec.fail("qc.self_review_unreadable", f"the review answer is not the expected JSON: {str(content)[:120]!r}")
+    if not consistent:
+        return rec.fail("qc.self_review", f"the model found the description does not match the images: {problems[:3]}")
+    return rec
+
+
 def parse_answer(content: Optional[str], prompt: Prompt) -> dict[str, Any]:
     """The structured answer, checked against the prompt's schema (required keys and types)."""
     if content is None:
@@ -179,7 +198,29 @@ class OpenAIDescriber:
             return rec.fail(exc.reason, str(exc)).timed("describe", time.perf_counter() - t0)
         except (ValueError, KeyError, IndexError, TypeError) as exc:
             return rec.fail("describe.bad_response", f"unexpected reply shape: {type(exc).__name__}: {exc}").timed("describe", time.perf_counter() - t0)
-        return apply_answer(rec, answer, self.name, self.prompt, self.sampling).timed("describe", time.perf_counter() - t0)
+        rec = apply_answer(rec, answer, self.name, self.prompt, self.sampling)
+        if self.cfg.self_review and not rec.failed:
+            rec = await self._review(rec)
+        return rec.timed("describe", time.perf_counter() - t0)
+
+    async def _review(self, rec: Record) -> Record:
+        r = self.prompt.body["review"]
+        body = {
+            "model": self.cfg.model,
+            "messages": review_messages(rec, self.prompt),
+            **r.get("sampling", {}),
+            "response_format": {"type": "json_schema", "json_schema": {"name": "self_review", "schema": r["schema"], "strict": True}},
+        }
+        try:
+            res = await self._http.post_json(self.cfg.base_url.rstrip("/") + "/v1/chat/completions", body, "describe", self._headers)
+            if res.status != 200:
+                raise StageError(f"describe.http_{res.status}", f"the self-review request answered HTTP {res.status}")
+            content = json.loads(res.body)["choices"][0]["message"].get("content")
+        except StageError as exc:
+            return rec.fail(exc.reason, str(exc))
+        except (ValueError, KeyError, IndexError, TypeError) as exc:
+            return rec.fail("describe.bad_response", f"unexpected self-review reply: {type(exc).__name__}: {exc}")
+        return apply_review(rec, content)
 
     def describe(self, records: Sequence[Record], context: dict) -> list[Record]:
         # The semaphore, not just the connection pool, bounds work in flight: a request body

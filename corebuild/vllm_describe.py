@@ -14,7 +14,7 @@ from apache_beam.ml.inference.base import ModelHandler, PredictionResult
 
 from .describe import DescribeConfig
 from .errors import ModelUnavailableError
-from .llm_describe import ModelAnswer, apply_answer, build_messages
+from .llm_describe import ModelAnswer, apply_answer, apply_review, build_messages, review_messages
 from .prompts import load_prompt
 from .record import Record
 
@@ -91,6 +91,14 @@ class VllmDescribeHandler(ModelHandler):
                     completion_tokens=len(gen.token_ids or ()),
                 )
                 results[rec.sample_id] = apply_answer(rec, answer, self.name, self.prompt, self.sampling)
+            if self.cfg.self_review:  # CVG-Text's second step, batched the same way
+                good = [results[r.sample_id] for r in todo if not results[r.sample_id].failed]
+                if good:
+                    review = self.prompt.body["review"]
+                    params = self._sampling_factory(review.get("sampling", {}), review["schema"])
+                    outputs = model.chat([review_messages(r, self.prompt) for r in good], params, use_tqdm=False)
+                    for rec, out in zip(good, outputs):
+                        results[rec.sample_id] = apply_review(rec, out.outputs[0].text)
         for rec in batch:
             if rec.sample_id in results:
                 out_rec = results[rec.sample_id]

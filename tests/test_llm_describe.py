@@ -31,6 +31,10 @@ class FakeLLM:
         self.hits[model] = self.hits.get(model, 0) + 1
         user = body["messages"][1]["content"]
         text = user[0]["text"]
+        if "<description>" in text:  # the self-review request
+            consistent = "ok-review" in model
+            review = {"consistent": consistent, "problems": [] if consistent else ["there is no yellow building"]}
+            return web.json_response({"model": model, "choices": [{"index": 0, "finish_reason": "stop", "message": {"role": "assistant", "content": json.dumps(review)}}]})
         images = [p["image_url"]["url"] for p in user[1:]]
         for url in images:  # every image part is a decodable data URI
             Image.open(io.BytesIO(base64.b64decode(url.split(",", 1)[1]))).load()
@@ -193,3 +197,16 @@ def test_a_build_with_the_openai_describer(llm, tiny_server, manifests_dir, prom
     kept = df[df.status == "kept"]
     assert len(kept) >= 2 and (kept.describer_backend == "openai").all() and (kept.completion_tokens == 150).all()
     assert kept.description_parts.map(lambda p: "signs" in json.loads(p)).all()
+
+
+@pytest.mark.parametrize("model, reason", [("good-ok-review", None), ("good-bad-review", "qc.self_review")])
+def test_self_review_pass(llm, prompts_dir, model, reason):
+    d = _describer(llm, prompts_dir, model, self_review=True)
+    try:
+        [out] = d.describe([_record()], CTX)
+    finally:
+        d.close()
+    assert out.failure_reason == reason
+    review = llm.requests[-1]
+    assert "<description>" in review["messages"][1]["content"][0]["text"] and len(review["messages"][1]["content"]) == 5
+    assert review["response_format"]["json_schema"]["name"] == "self_review"

@@ -25,6 +25,10 @@ class FakeLLM:
         outs = []
         for conv in conversations:
             text = conv[1]["content"][0]["text"]
+            if "<description>" in text:  # self-review: this fake finds every description wrong
+                review = json.dumps({"consistent": False, "problems": ["no such houses"]})
+                outs.append(SimpleNamespace(prompt_token_ids=[1], outputs=[SimpleNamespace(text=review, token_ids=[2], finish_reason="stop")]))
+                continue
             bad = "MALFORMED" in text  # a marker in the record's OCR evidence
             answer = {"road": "r", "buildings": "b", "environment": "e", "signs": [], "description": " ".join(["A calm street with houses."] * 10)}
             content = "not json at all" if bad else json.dumps(answer)
@@ -95,3 +99,14 @@ def test_a_build_with_the_vllm_backend(tiny_server, manifests_dir, prompts_dir, 
     df = pd.concat([pd.read_parquet(f) for f in glob.glob(str(result.out_dir / "shards" / "*.parquet"))])
     kept = df[df.status == "kept"]
     assert len(kept) >= 2 and (kept.describer_backend == "vllm").all() and (kept.completion_tokens == 60).all()
+
+
+def test_self_review_is_a_second_batched_chat(prompts_dir):
+    import dataclasses
+
+    CALLS.clear()
+    h = _handler(prompts_dir)
+    h.cfg = dataclasses.replace(h.cfg, self_review=True)
+    results = [r.inference for r in h.run_inference([_record(1), _record(2)], h.load_model())]
+    assert [r.failure_reason for r in results] == ["qc.self_review", "qc.self_review"]
+    assert [c["n"] for c in CALLS] == [2, 2] and CALLS[1]["params"]["sampling"]["max_tokens"] == 300
