@@ -41,7 +41,7 @@ def load_vllm(cfg: DescribeConfig) -> Any:
         import vllm
     except ImportError:
         raise ModelUnavailableError(
-            "describer 'vllm' needs the vllm package on a GPU worker (pip install vllm; see docker/ for the GPU image); "
+            "describer 'vllm' needs the vllm package on a GPU worker (pip install vllm there); "
             "on other machines use --describer openai against a `vllm serve` endpoint"
         ) from None
     return vllm.LLM(model=cfg.model, limit_mm_per_prompt={"image": 4}, max_model_len=8192, enable_prefix_caching=True)
