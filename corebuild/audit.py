@@ -48,7 +48,7 @@ def render_html(rows: list[dict[str, Any]], title: str) -> str:
         street = _img(views[0]["image"], views[0]["format"], 240) if views else ""
         aerial = _img(r["aerial_image"], r["aerial_format"], 200) if r["aerial_image"] else ""
         ocr = "<br>".join(
-            f"<span class='{'dropped' if o['dropped'] else ''}'>{html.escape(o['text'])} ({o['heading']:g}°, {o['confidence']:.2f})</span>" for o in r["ocr"] or []
+            f"<span class='{'dropped' if o.get('dropped') else ''}'>{html.escape(o['text'])} ({o['heading']:g}°, {o['confidence']:.2f})</span>" for o in r["ocr"] or []
         )
         status = r["status"] + (f": {html.escape(r['failure_reason'])}" if r["failure_reason"] else "")
         out.append(
@@ -65,5 +65,5 @@ def render_csv(rows: list[dict[str, Any]]) -> str:
     w = csv.writer(buf)
     w.writerow(["sample_id", "status", "description", "ocr", "verdict", "notes"])
     for r in rows:
-        w.writerow([r["sample_id"], r["status"], r["description"] or "", json.dumps([o["text"] for o in r["ocr"] or [] if not o["dropped"]], ensure_ascii=False), "", ""])
+        w.writerow([r["sample_id"], r["status"], r["description"] or "", json.dumps([o["text"] for o in r["ocr"] or [] if not o.get("dropped")], ensure_ascii=False), "", ""])
     return buf.getvalue()
