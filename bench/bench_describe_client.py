@@ -82,7 +82,7 @@ def main() -> int:
     finally:
         server.kill()
     rate = ok / wall
-    print(f"openai describer, 4 x 640px images per request, concurrency 64, client on one core")
+    print("openai describer, 4 x 640px images per request, concurrency 64, client on one core")
     print(f"{args.n} requests: {ok} ok, {wall:.2f} s wall, {cpu:.2f} s CPU -> {rate:.0f} requests/s ({ok / cpu:.0f} per CPU-s); target >= 200/s: {'met' if rate >= 200 else 'NOT met'}")
     print(f"{args.inflight} submitted at once: {sum(not r.failed for r in out2)} ok in {wall2:.1f} s; peak RSS {rss_before:.0f} MB before, {rss_after:.0f} MB after (bounded: bodies are built only when one of 64 slots is free)")
     print(json.dumps({"requests_per_s": round(rate, 1), "peak_rss_mb": round(rss_after)}))

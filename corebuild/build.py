@@ -109,9 +109,9 @@ def with_synthetic_endpoints(cfg: BuildConfig, base_url: str) -> BuildConfig:
 def preflight(cfg: BuildConfig, region: Region) -> dict[str, Any]:
     """Fail before any work starts, with one clear message, on what would fail every record.
     Returns the model ids the build will record."""
+    prompt = load_prompt(cfg.describe.prompts_dir, cfg.describe.prompt_id)
     if cfg.describe.backend == "vllm":
         describer_id = f"vllm:{cfg.describe.model}"  # the engine loads on the GPU workers, not here
-        load_prompt(cfg.describe.prompts_dir, cfg.describe.prompt_id)
     else:
         describer = load_describer(cfg.describe)
         describer_id = f"{describer.name}:{describer.model_id}"
@@ -125,7 +125,7 @@ def preflight(cfg: BuildConfig, region: Region) -> dict[str, Any]:
         "segmentation": f"{segmenter.name}:{segmenter.model_id}" if segmenter else None,  # None: off, and said so
         "mask_labels": f"{labeler.name}:{labeler.model_id}" if labeler else None,
         "describer": describer_id,
-        "prompt": {"id": cfg.describe.prompt_id, "hash": load_prompt(cfg.describe.prompts_dir, cfg.describe.prompt_id).hash},
+        "prompt": {"id": prompt.id, "hash": prompt.hash},
     }
 
 

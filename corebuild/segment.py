@@ -12,6 +12,7 @@ import dataclasses
 import io
 import time
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Callable, NamedTuple, Optional, Protocol, Sequence
 
 import numpy as np
@@ -67,13 +68,25 @@ SEGMENTERS: dict[str, Callable[[SegmentConfig], Segmenter]] = {}
 LABELERS: dict[str, Callable[[SegmentConfig], Labeler]] = {}
 
 
+_IMPORT_ERRORS: dict[str, str] = {}
+
+
 def _register_backends() -> None:
-    # Import for their registry side effect; a missing torch is reported when one is chosen.
+    # Import for their registry side effect; why one could not load is kept for the error
+    # message when it is chosen (usually: torch / segment-anything / open_clip not installed).
     for module in ("corebuild.sam", "corebuild.clip_labels"):
         try:
             __import__(module)
-        except ImportError:
-            pass
+        except ImportError as exc:
+            _IMPORT_ERRORS[module] = f"{module}: {exc}"
+
+
+def _unavailable(kind: str, name: str, known: dict) -> ConfigError:
+    why = "; ".join(_IMPORT_ERRORS.values())
+    return ConfigError(
+        f"unknown or unavailable {kind} {name!r}; known: {sorted(known) or 'none'}"
+        + (f" ({why}; pip install 'corebuild[sam]')" if why else "")
+    )
 
 
 def load_segmenter(cfg: SegmentConfig) -> Optional[Segmenter]:
@@ -81,7 +94,7 @@ def load_segmenter(cfg: SegmentConfig) -> Optional[Segmenter]:
         return None
     _register_backends()
     if cfg.backend not in SEGMENTERS:
-        raise ConfigError(f"unknown or unavailable segmenter {cfg.backend!r}; known: {sorted(SEGMENTERS) or 'none (pip install corebuild[sam])'}")
+        raise _unavailable("segmenter", cfg.backend, SEGMENTERS)
     return SEGMENTERS[cfg.backend](cfg)
 
 
@@ -90,16 +103,22 @@ def load_labeler(cfg: SegmentConfig) -> Optional[Labeler]:
         return None
     _register_backends()
     if cfg.labeler not in LABELERS:
-        raise ConfigError(f"unknown or unavailable labeler {cfg.labeler!r}; known: {sorted(LABELERS) or 'none (pip install corebuild[sam])'}")
+        raise _unavailable("labeler", cfg.labeler, LABELERS)
     return LABELERS[cfg.labeler](cfg)
 
 
-def vocabulary(cfg: SegmentConfig) -> tuple[list[str], set[str], str]:
-    body = load_prompt(cfg.prompts_dir, cfg.vocabulary).body
-    return list(body["labels"]), set(body["movers"]), body["template"]
+def vocabulary(cfg: SegmentConfig) -> tuple[list[str], frozenset[str], str]:
+    return _vocabulary(cfg.prompts_dir, cfg.vocabulary)
 
 
-def text_on_movers(ocr: Sequence[OcrText], segments: Sequence[Segment], movers: set[str], min_overlap: float) -> tuple[OcrText, ...]:
+@lru_cache(maxsize=8)
+def _vocabulary(prompts_dir: str, vocabulary_id: str) -> tuple[list[str], frozenset[str], str]:
+    # Read once per process, not once per record.
+    body = load_prompt(prompts_dir, vocabulary_id).body
+    return list(body["labels"]), frozenset(body["movers"]), body["template"]
+
+
+def text_on_movers(ocr: Sequence[OcrText], segments: Sequence[Segment], movers: frozenset[str] | set[str], min_overlap: float) -> tuple[OcrText, ...]:
     """Mark text whose box lies mostly (>= min_overlap of its area) on masks labelled as things
     that move: CVG-Text drops it, since a car's lettering says nothing about the place."""
     out = []

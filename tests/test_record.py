@@ -1,3 +1,7 @@
+import dataclasses
+
+import pytest
+
 from corebuild.record import STATUS_FAILED, STATUS_KEPT, Record, make_sample_id
 
 
@@ -20,9 +24,5 @@ def test_first_failure_wins_and_finish_keeps_it():
 def test_records_are_frozen_and_timed():
     r = _rec().timed("fetch", 0.123456)
     assert r.timings == (("fetch", 0.1235),)
-    try:
+    with pytest.raises(dataclasses.FrozenInstanceError):
         r.status = "x"  # type: ignore[misc]
-    except AttributeError:
-        pass
-    else:
-        raise AssertionError("Record must be frozen")

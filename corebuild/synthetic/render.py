@@ -14,7 +14,6 @@ from typing import TYPE_CHECKING
 
 import mercantile
 import numpy as np
-import shapely
 from PIL import Image, ImageDraw, ImageFont
 from shapely.geometry import LineString, Point, Polygon, box
 
@@ -346,9 +345,3 @@ def render_tile(world: "World", z: int, x: int, y: int, size: int = 256) -> Imag
 def render_map_tile(world: "World", z: int, x: int, y: int, size: int = 256) -> Image.Image:
     """The same world as a cartographic map tile (OSM-like colours)."""
     return _draw_tile(world, z, x, y, size, _map_style(world), (242, 239, 233))
-
-
-def tile_has_world(world: "World", z: int, x: int, y: int) -> bool:
-    left, bottom, right, top = mercantile.xy_bounds(x, y, z)
-    ext = world.mercator(box(*world.extent))
-    return bool(shapely.intersects(ext, box(left, bottom, right, top)))
