@@ -24,7 +24,10 @@ from .segment import load_labeler, load_segmenter
 from .providers.aerial import AerialConfig
 from .providers import AERIAL_PRESETS, STREET_PROVIDERS
 from .provenance import code_version, library_versions
+from .progress import UnitProgress
 from .regions import Region, load_region
+from .resume import BUILD_FILE, check_units, read_markers, remove_orphans, start_build, units_for
+from .sample import SamplingPlan
 from .storage import Storage, open_storage
 from .write import RunStamp
 
@@ -129,18 +132,9 @@ def preflight(cfg: BuildConfig, region: Region) -> dict[str, Any]:
     }
 
 
-def prepare_output(storage: Storage, region_id: str) -> None:
-    """Remove a previous build of this region (shards, sampling summaries, manifest)."""
-    stale = [n for d in ("shards/", "_sampling/") for n in storage.list(f"{region_id}/{d}")]
-    if storage.exists(f"{region_id}/manifest.json"):
-        stale.append(f"{region_id}/manifest.json")
-    if stale:
-        log.warning("replacing the previous build in %s (%d objects)", storage.join(region_id), len(stale))
-    for name in stale:
-        storage.delete(name)
-
-
-def run_build(cfg: BuildConfig, pipeline_factory: Optional[Callable] = None) -> BuildResult:
+def run_build(cfg: BuildConfig, pipeline_factory: Optional[Callable] = None, overwrite: bool = False, progress: bool = True) -> BuildResult:
+    """Build (or resume) one region. A rerun with the same config into the same output skips
+    the finished work units; `overwrite` starts afresh instead."""
     t0 = time.perf_counter()
     started = datetime.now(timezone.utc)
     region = load_region(cfg.region_id, cfg.manifests_dir)
@@ -156,24 +150,21 @@ def run_build(cfg: BuildConfig, pipeline_factory: Optional[Callable] = None) -> 
             cfg = with_synthetic_endpoints(cfg, url)
         models = preflight(cfg, region)
         storage = open_storage(cfg.output_dir)
-        prepare_output(storage, region.id)
-        stamp = RunStamp(
-            build_id=f"{region.id}-{started.strftime('%Y%m%dT%H%M%SZ')}",
-            config_hash=cfg.content_hash(),
-            code_version=code_version(),
+        version = code_version()
+        state = start_build(
+            storage, region.id, f"{region.id}-{started.strftime('%Y%m%dT%H%M%SZ')}", cfg.content_hash(), cfg.content_dict(),
+            cfg.write.unit_points, version, overwrite,
         )
+        if state.resumed:
+            remove_orphans(storage, region.id, read_markers(storage, region.id))
+            log.info("resuming build %s (attempt %d): %d unit(s) already done", state.build_id, state.attempt, len(state.done))
+        stamp = RunStamp(build_id=state.build_id, config_hash=state.config_hash, code_version=version)
         from pipelines.build_region import run
 
+        wanted = SamplingPlan(region, cfg.sample).wanted
         t_pipe = time.perf_counter()
-        run(
-            cfg,
-            region,
-            stamp,
-            storage,
-            f"{region.id}/shards/part",
-            f"{region.id}/_sampling",
-            test_pipeline=pipeline_factory() if pipeline_factory else None,
-        )
+        with UnitProgress(storage, region.id, units_for(wanted, state.unit_points), state.unit_points, enabled=progress):
+            run(cfg, region, stamp, storage, state, test_pipeline=pipeline_factory() if pipeline_factory else None)
         pipeline_s = time.perf_counter() - t_pipe
     finally:
         if server_proc is not None:
@@ -181,21 +172,29 @@ def run_build(cfg: BuildConfig, pipeline_factory: Optional[Callable] = None) -> 
             server_proc.wait(10)
 
     sampling = [json.loads(storage.read(n) or b"{}") for n in storage.list(f"{region.id}/_sampling/")]
-    counts = count_shards(storage, [n for n in storage.list(f"{region.id}/shards/") if n.endswith(".parquet")])
     sampled = sum(s["sampled"] for s in sampling)
+    markers = read_markers(storage, region.id)
+    remove_orphans(storage, region.id, markers)
+    unit_problem = check_units(markers, sampled, state.unit_points)
+    counts = count_shards(storage, [f"{region.id}/shards/{s['path']}" for m in markers for s in m["shards"]])
+    build_doc = json.loads(storage.read(f"{region.id}/{BUILD_FILE}") or b"{}")
     manifest = {
         "build_id": stamp.build_id,
         "region_id": region.id,
         "region": {"name": region.name, "country": region.country, "continent": region.continent, "manifest": region.source_path},
-        "started_utc": started.isoformat(),
+        "started_utc": build_doc.get("attempts", [{}])[0].get("started_utc", started.isoformat()),
+        "attempts": build_doc.get("attempts", []),
         "code_version": stamp.code_version,
         "config_hash": stamp.config_hash,
         "config": cfg.to_dict(),
         "models": models,
         "libraries": library_versions(),
         "sampling": sampling,
+        "units": {"unit_points": state.unit_points, "done": len(markers), "done_before_this_attempt": len(state.done), "problem": unit_problem},
         "counts": {"sampled": sampled, **{k: v for k, v in counts.items() if k != "shards"}},
-        "consistent": sampled == counts["rows"] == counts["kept"] + counts["failed"] and counts["duplicate_sample_ids"] == 0,
+        "consistent": unit_problem is None
+        and sampled == counts["rows"] == counts["kept"] + counts["failed"]
+        and counts["duplicate_sample_ids"] == 0,
         "shards": counts["shards"],
         "timings": {"pipeline_s": round(pipeline_s, 2), "total_s": round(time.perf_counter() - t0, 2)},
     }
@@ -204,6 +203,8 @@ def run_build(cfg: BuildConfig, pipeline_factory: Optional[Callable] = None) -> 
     if not manifest["consistent"]:
         raise BuildError(
             f"build {stamp.build_id} is inconsistent: sampled {sampled}, rows {counts['rows']}, kept {counts['kept']}, "
-            f"failed {counts['failed']}, duplicate ids {counts['duplicate_sample_ids']} (see {storage.join(region.id + '/manifest.json')})"
+            f"failed {counts['failed']}, duplicate ids {counts['duplicate_sample_ids']}"
+            + (f", {unit_problem}" if unit_problem else "")
+            + f" (see {storage.join(region.id + '/manifest.json')})"
         )
     return result

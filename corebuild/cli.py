@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import importlib
 import logging
 import os
 import sys
@@ -12,7 +13,7 @@ from .errors import CorebuildError
 
 def _build(args: argparse.Namespace) -> int:
     from .build import run_build
-    from .config import BuildConfig, RunnerConfig
+    from .config import BuildConfig, RunnerConfig, WriteConfig
     from .ocr import OcrConfig
     from .providers import AerialConfig, HttpConfig, StreetViewConfig
     from .providers.localfolder import LocalFolderConfig
@@ -56,6 +57,7 @@ def _build(args: argparse.Namespace) -> int:
             grounding=args.grounding,
             self_review=args.self_review,
         ),
+        write=WriteConfig(unit_points=args.unit_points, shard_bytes=int(args.shard_mb * 1024 * 1024)),
         runner=RunnerConfig(
             runner=args.runner,
             direct_num_workers=workers,
@@ -63,7 +65,9 @@ def _build(args: argparse.Namespace) -> int:
             extra_args=tuple(args.beam_args),
         ),
     )
-    result = run_build(cfg)
+    if args.unit_points < 1 or args.shard_mb <= 0:
+        raise CorebuildError("--unit-points must be >= 1 and --shard-mb > 0")
+    result = run_build(cfg, overwrite=args.overwrite, progress=not args.no_progress)
     print(result.summary)
     return 0
 
@@ -173,6 +177,10 @@ def parser() -> argparse.ArgumentParser:
     b.add_argument("--limit", type=int, default=None, help="only the first N sampled points")
     b.add_argument("--min-spacing", type=float, default=25.0, help="metres between sampled points")
     b.add_argument("--workers", type=int, default=1, help="DirectRunner worker processes")
+    b.add_argument("--unit-points", type=int, default=128, help="points per work unit: the grain of resume and the most rows per shard")
+    b.add_argument("--shard-mb", type=float, default=256.0, help="roll over to a new shard past this size")
+    b.add_argument("--overwrite", action="store_true", help="replace a build of another config in the output (default: resume one of this config)")
+    b.add_argument("--no-progress", action="store_true", help="no progress bar / progress log lines")
     b.add_argument("--ocr-threads", type=int, default=None, help="ONNX threads per worker (default: cores / workers)")
     b.add_argument("--ocr-backend", default="rapidocr", help="rapidocr (offline default) or easyocr")
     b.add_argument("--easyocr-dir", default=None, help="easyocr weights directory")
@@ -227,6 +235,14 @@ def parser() -> argparse.ArgumentParser:
     au.add_argument("--include-failed", action="store_true")
     au.add_argument("--out", default="audit")
     au.set_defaults(func=_audit)
+
+    # Subcommands whose module owns its arguments (imported when the command runs).
+    for name, module, help_ in (
+        ("splits", "splits", "train/val/test assignments without geographic leakage (spatial blocks, min distance, continents)"),
+    ):
+        sp = sub.add_parser(name, help=help_)
+        importlib.import_module(f".{module}", __package__).add_arguments(sp)
+        sp.set_defaults(func=lambda args, module=module: importlib.import_module(f".{module}", __package__).main(args))
 
     s = sub.add_parser("synthetic", help="the synthetic imagery world")
     ssub = s.add_subparsers(dest="synthetic_command", required=True)

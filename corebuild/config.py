@@ -20,6 +20,9 @@ class WriteConfig:
     codec: str = "zstd"
     row_group_rows: int = 32  # rows carry ~0.3 MB of images: ~10 MB row groups
     shard_bytes: int = 256 * 1024 * 1024  # roll over to a new shard past this size
+    # Points per work unit: the grain of resume and of parallelism, and the most rows one shard
+    # holds (~0.1-0.3 MB a row: 13-40 MB shards; raise it for fewer, bigger files).
+    unit_points: int = 128
 
 
 @dataclass(frozen=True)
@@ -62,8 +65,12 @@ class BuildConfig:
         return dataclasses.asdict(self)
 
     def content_hash(self) -> str:
-        """Hash of what determines the rows: not where they go, how they run, or (for the
-        synthetic world) which loopback port served them."""
+        blob = json.dumps(self.content_dict(), sort_keys=True, default=str).encode()
+        return hashlib.sha256(blob).hexdigest()[:16]
+
+    def content_dict(self) -> dict[str, Any]:
+        """What determines the rows: not where they go, how they run, or (for the synthetic
+        world) which loopback port served them. JSON-safe."""
         d = self.to_dict()
         for k in ("output_dir", "runner", "manifests_dir"):
             d.pop(k)
@@ -74,5 +81,4 @@ class BuildConfig:
             f["aerial"]["url_template"] = "synthetic"
             if f["map"]:
                 f["map"]["url_template"] = "synthetic"
-        blob = json.dumps(d, sort_keys=True, default=str).encode()
-        return hashlib.sha256(blob).hexdigest()[:16]
+        return json.loads(json.dumps(d, default=str))

@@ -238,10 +238,12 @@ class ShardWriter:
     whole or not at all. Row groups hold `row_group_rows` rows (rows carry ~0.3 MB of images).
     """
 
-    def __init__(self, storage, prefix: str, target_bytes: int = 256 * 1024 * 1024, row_group_rows: int = 32, codec: str = "zstd"):
+    def __init__(
+        self, storage, prefix: str, target_bytes: int = 256 * 1024 * 1024, row_group_rows: int = 32, codec: str = "zstd", stable_names: bool = False
+    ):
         import uuid
 
-        self.storage, self.prefix = storage, prefix
+        self.storage, self.prefix, self.stable_names = storage, prefix, stable_names
         self.target_bytes, self.row_group_rows, self.codec = target_bytes, row_group_rows, codec
         self.schema = shard_schema()
         self._tag = uuid.uuid4().hex[:12]  # unique per writer: workers never collide
@@ -250,6 +252,7 @@ class ShardWriter:
         self._writer = None
         self._n = 0
         self.written: list[tuple[str, int]] = []  # (name, rows)
+        self.details: list[dict[str, Any]] = []  # path (base name), rows, bytes, sha256
         self._shard_rows = 0
 
     def write(self, row: dict[str, Any]) -> None:
@@ -276,10 +279,15 @@ class ShardWriter:
     def _finish_shard(self) -> None:
         if self._writer is None:
             return
+        import hashlib
+
         self._writer.close()
-        name = f"{self.prefix}-{self._tag}-{self._n:04d}.parquet"
-        self.storage.write(name, self._buf.getvalue())
+        # Stable names (a work unit's shards) are overwritten by a retry; unique ones never collide.
+        name = f"{self.prefix}-{self._n:03d}.parquet" if self.stable_names else f"{self.prefix}-{self._tag}-{self._n:04d}.parquet"
+        data = self._buf.getvalue()
+        self.storage.write(name, data)
         self.written.append((name, self._shard_rows))
+        self.details.append({"path": name.rsplit("/", 1)[-1], "rows": self._shard_rows, "bytes": len(data), "sha256": hashlib.sha256(data).hexdigest()})
         self._n += 1
         self._writer, self._buf, self._shard_rows = None, None, 0
 

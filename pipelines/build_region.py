@@ -14,12 +14,13 @@ from apache_beam.metrics import Metrics
 from corebuild.config import BuildConfig
 from corebuild.describe import load_describer
 from corebuild.evidence import ocr_record
-from corebuild.fetch import Fetcher, dedupe_key, keep_first
+from corebuild.fetch import Fetcher, dedupe_key
 from corebuild.ocr import load_ocr
 from corebuild.qc import check_grounding
 from corebuild.segment import load_labeler, load_segmenter, segment_record
 from corebuild.record import Record
 from corebuild.regions import Region
+from corebuild.resume import BuildState, Claim, marker_name, resolve_duplicates, unit_of, write_unit
 from corebuild.sample import SamplingPlan, records_of
 from corebuild.write import RunStamp, ShardWriter, record_to_row
 
@@ -118,6 +119,11 @@ def sample_points(p: beam.Pipeline, cfg: BuildConfig, regions: dict[str, Region]
     )
 
 
+def _pieces(records: Sequence[Record], size: int):
+    for i in range(0, len(records), size):
+        yield list(records[i : i + size])
+
+
 class _FetchDoFn(beam.DoFn):
     def __init__(self, cfg: BuildConfig):
         self.cfg = cfg
@@ -142,16 +148,35 @@ class LocateDoFn(_FetchDoFn):
             yield dedupe_key(rec), rec
 
 
+class ReadClaimsDoFn(beam.DoFn):
+    """Finished units' claims on panoramas, so pending points dedupe against them."""
+
+    def __init__(self, storage):
+        self.storage = storage
+
+    def process(self, name: str):
+        marker = json.loads(self.storage.read(name) or b"{}")
+        for key, index, sid, what, shown in marker.get("claims", []):
+            yield (marker["region_id"], key), Claim(sid, index, key, what, shown)
+
+
+# Stages after dedupe take a whole work unit, (unit key, records), and hand it on: a unit stays
+# together to its shards and completion marker. They work through it in batches of batch_size.
+
+
 class CaptureDoFn(_FetchDoFn):
     """Street views and the aerial crop for each located, unique point."""
 
-    def process(self, batch: list[Record]):
-        try:
-            out = self.fetcher.capture(batch)
-        except Exception as exc:
-            out = _fail_batch(batch, "fetch", exc)
+    def process(self, unit):
+        key, records = unit
+        out = []
+        for batch in _pieces(records, self.cfg.runner.batch_size):
+            try:
+                out += self.fetcher.capture(batch)
+            except Exception as exc:
+                out += _fail_batch(batch, "fetch", exc)
         Metrics.counter(NS, "fetched").inc(sum(not r.failed for r in out))
-        yield out
+        yield key, out
 
 
 class EvidenceDoFn(beam.DoFn):
@@ -164,9 +189,10 @@ class EvidenceDoFn(beam.DoFn):
         self.segmenter = load_segmenter(self.cfg.segment)
         self.labeler = load_labeler(self.cfg.segment) if self.segmenter else None
 
-    def process(self, batch: list[Record]):
+    def process(self, unit):
+        key, records = unit
         out = []
-        for rec in batch:
+        for rec in records:
             try:
                 rec = ocr_record(rec, self.engine, self.cfg.ocr)
                 if self.segmenter is not None:
@@ -174,7 +200,7 @@ class EvidenceDoFn(beam.DoFn):
                 out.append(rec)
             except Exception as exc:
                 out.extend(_fail_batch([rec], "evidence", exc))
-        yield out
+        yield key, out
 
 
 def finish_record(rec: Record, cfg: BuildConfig) -> Record:
@@ -194,18 +220,17 @@ class DescribeDoFn(beam.DoFn):
 
     def setup(self):
         self.describer = load_describer(self.cfg.describe)
-        self.done = 0
 
-    def process(self, batch: list[Record]):
-        try:
-            out = self.describer.describe(batch, self.context)
-        except Exception as exc:
-            out = _fail_batch(batch, "describe", exc)
-        for rec in out:
-            yield finish_record(rec, self.cfg)
-        before, self.done = self.done, self.done + len(out)
-        if before // 50 != self.done // 50:
-            log.info("progress: %d records written by this worker", self.done)
+    def process(self, unit):
+        key, records = unit
+        out = []
+        for batch in _pieces(records, self.cfg.runner.batch_size):
+            try:
+                described = self.describer.describe(batch, self.context)
+            except Exception as exc:
+                described = _fail_batch(batch, "describe", exc)
+            out += [finish_record(r, self.cfg) for r in described]
+        yield key, out
 
     def teardown(self):
         close = getattr(getattr(self, "describer", None), "close", None)
@@ -213,23 +238,24 @@ class DescribeDoFn(beam.DoFn):
             close()
 
 
-class WriteShardsDoFn(beam.DoFn):
-    """Rows -> Parquet shards in the output storage (local or gs://), one writer per bundle."""
+class WriteUnitDoFn(beam.DoFn):
+    """A unit's rows -> its shards (stable names), then its completion marker."""
 
-    def __init__(self, storage, prefix: str, cfg: BuildConfig):
-        self.storage, self.prefix, self.cfg = storage, prefix, cfg
+    def __init__(self, storage, cfg: BuildConfig, stamp: RunStamp, attempt: int):
+        self.storage, self.cfg, self.stamp, self.attempt = storage, cfg, stamp, attempt
 
-    def start_bundle(self):
+    def _writer(self, storage, prefix: str) -> ShardWriter:
         w = self.cfg.write
-        self.writer = ShardWriter(self.storage, self.prefix, w.shard_bytes, w.row_group_rows, w.codec)
+        return ShardWriter(storage, prefix, w.shard_bytes, w.row_group_rows, w.codec, stable_names=True)
 
-    def process(self, row):
-        self.writer.write(row)
-
-    def finish_bundle(self):
-        for name, rows in self.writer.close():
-            Metrics.counter(NS, "shards").inc()
-            log.info("wrote %s (%d rows)", self.storage.join(name), rows)
+    def process(self, unit):
+        (region_id, index), records = unit
+        records = sorted(records, key=lambda r: r.point_index)  # same bytes whichever attempt writes it
+        rows = [record_to_row(r, self.stamp) for r in records]
+        marker = write_unit(self.storage, region_id, index, records, rows, self._writer, self.attempt)
+        Metrics.counter(NS, "units_done").inc()
+        Metrics.counter(NS, "shards").inc(len(marker["shards"]))
+        log.info("unit u%05d of %s done: %d rows in %d shard(s)", index, region_id, len(rows), len(marker["shards"]))
 
 
 class WriteSamplingDoFn(beam.DoFn):
@@ -243,18 +269,31 @@ class WriteSamplingDoFn(beam.DoFn):
         self.storage.write(f"{self.prefix}/{region_id}.json", summary.encode())
 
 
-def build_pipeline(p: beam.Pipeline, cfg: BuildConfig, region: Region, stamp: RunStamp, storage, shards_prefix: str, sampling_prefix: str) -> None:
+def build_pipeline(p: beam.Pipeline, cfg: BuildConfig, region: Region, stamp: RunStamp, storage, state: BuildState) -> None:
+    n = state.unit_points
     sampled = sample_points(p, cfg, {region.id: region})
-    sampled[SAMPLING_TAG] | "WriteSampling" >> beam.ParDo(WriteSamplingDoFn(storage, sampling_prefix))
+    sampled[SAMPLING_TAG] | "WriteSampling" >> beam.ParDo(WriteSamplingDoFn(storage, f"{region.id}/_sampling"))
     context = {region.id: {"name": region.name, "country": region.country}}
-    records = (
+    located = (
         sampled.points
+        | "Pending" >> beam.Filter(lambda r, done: unit_of(r.point_index, n) not in done, state.done)  # finished units are skipped
         | "Spread" >> beam.Reshuffle()
         | "BatchLocate" >> beam.BatchElements(min_batch_size=1, max_batch_size=cfg.runner.batch_size)
         | "Locate" >> beam.ParDo(LocateDoFn(cfg))
+    )
+    markers = sorted(marker_name(region.id, u) for u in state.done)
+    claims = p | "DoneUnits" >> beam.Create(markers) | "Claims" >> beam.ParDo(ReadClaimsDoFn(storage))
+    units = (
+        (located, claims)
+        | "WithClaims" >> beam.Flatten()
         | "SameImagery" >> beam.GroupByKey()
-        | "Dedupe" >> beam.FlatMap(lambda kv: keep_first(kv[1]))
-        | "BatchCapture" >> beam.BatchElements(min_batch_size=1, max_batch_size=cfg.runner.batch_size)
+        | "Dedupe" >> beam.FlatMap(lambda kv: resolve_duplicates(list(kv[1])))
+        | "UnitKey" >> beam.Map(lambda r: ((r.region_id, unit_of(r.point_index, n)), r))
+        | "Units" >> beam.GroupByKey()
+        | "UnitList" >> beam.MapTuple(lambda key, recs: (key, list(recs)))
+    )
+    records = (
+        units
         | "Capture" >> beam.ParDo(CaptureDoFn(cfg))
         | "Evidence" >> beam.ParDo(EvidenceDoFn(cfg, [list(g) for g in region.ocr_languages]))
     )
@@ -265,21 +304,21 @@ def build_pipeline(p: beam.Pipeline, cfg: BuildConfig, region: Region, stamp: Ru
 
         records = (
             records
-            | "Unbatch" >> beam.FlatMap(lambda batch: batch)
+            | "Unbatch" >> beam.FlatMap(lambda unit: unit[1])
             | "Describe" >> RunInference(VllmDescribeHandler(cfg.describe, context))
-            | "Described" >> beam.Map(lambda result: result.inference)
-            | "Finish" >> beam.Map(finish_record, cfg)
+            | "Described" >> beam.Map(lambda result: finish_record(result.inference, cfg))
+            | "UnitKeyAgain" >> beam.Map(lambda r: ((r.region_id, unit_of(r.point_index, n)), r))
+            | "UnitsAgain" >> beam.GroupByKey()
         )
     else:
         records = records | "Describe" >> beam.ParDo(DescribeDoFn(cfg, context))
-    records | "ToRow" >> beam.Map(record_to_row, stamp) | "Write" >> beam.ParDo(WriteShardsDoFn(storage, shards_prefix, cfg))
+    records | "Write" >> beam.ParDo(WriteUnitDoFn(storage, cfg, stamp, state.attempt))
 
 
-def run(cfg: BuildConfig, region: Region, stamp: RunStamp, storage, shards_prefix: str, sampling_prefix: str, test_pipeline: beam.Pipeline | None = None) -> None:
+def run(cfg: BuildConfig, region: Region, stamp: RunStamp, storage, state: BuildState, test_pipeline: beam.Pipeline | None = None) -> None:
     from apache_beam.options.pipeline_options import PipelineOptions
 
     p = test_pipeline or beam.Pipeline(options=PipelineOptions(cfg.runner.pipeline_args()))
-    build_pipeline(p, cfg, region, stamp, storage, shards_prefix, sampling_prefix)
+    build_pipeline(p, cfg, region, stamp, storage, state)
     result = p.run()
     result.wait_until_finish()
-

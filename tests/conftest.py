@@ -41,6 +41,10 @@ def manifests_dir(tmp_path_factory) -> Path:
     d = tmp_path_factory.mktemp("manifests")
     shutil.copy(ROOT / "region_manifests" / "demo.json", d / "demo.json")
     (d / "tiny.json").write_text(json.dumps(rect_manifest("tiny", -33.92, 18.42, 380, 300, quota=40)))
+    # Small towns for resume tests: "crowded" has two points on one panorama across work units
+    # (with --min-spacing 1), "small" has nine located points of twelve.
+    (d / "crowded.json").write_text(json.dumps(rect_manifest("crowded", -33.92, 18.42, 60, 48, quota=12)))
+    (d / "small.json").write_text(json.dumps(rect_manifest("small", -33.92, 18.42, 120, 96, quota=12)))
     return d
 
 

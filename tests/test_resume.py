@@ -1,0 +1,107 @@
+"""Work units, completion markers and dedupe across attempts, without Beam."""
+
+import itertools
+import json
+
+import pytest
+
+from corebuild.errors import ConfigError
+from corebuild.fetch import dedupe, dedupe_key
+from corebuild.record import Record, StreetLocation, make_sample_id
+from corebuild.resume import (
+    Claim,
+    check_units,
+    claims_of,
+    done_units,
+    marker_name,
+    remove_orphans,
+    resolve_duplicates,
+    start_build,
+    write_unit,
+)
+from corebuild.storage import open_storage
+from corebuild.write import ShardWriter
+
+
+def located(i: int, pano: str | None, seq: str | None = None) -> Record:
+    r = Record(make_sample_id("r", 0, i), "r", 0, i, 1.0, 2.0)
+    if pano is None:
+        return r.fail("street.zero_results", "none")
+    return r.with_(location=StreetLocation("p", f"IMG{i}", 1.0, 2.0, None, 3.0, seq or pano, sequence_id=seq))
+
+
+def as_claims(records):
+    return [Claim(sid, idx, key, what, shown) for key, idx, sid, what, shown in claims_of(records)]
+
+
+def outcome(records):
+    return {r.point_index: (r.status, r.failure_reason, r.error) for r in records}
+
+
+@pytest.mark.parametrize("split", [1, 2, 3, 4])
+def test_dedupe_against_finished_units_equals_a_clean_dedupe(split):
+    """Points 0..5 share panoramas across a unit boundary; whichever part finished first, the
+    rest resolves exactly as the whole would have."""
+    pts = [located(0, "A"), located(1, "B"), located(2, "A"), located(3, None), located(4, "B"), located(5, "S", seq="SEQ1"), located(6, "S", seq="SEQ1")]
+    clean = outcome(dedupe(pts))
+    for done_idx in itertools.combinations(range(len(pts)), split):
+        done = [clean_r for clean_r in dedupe(pts) if clean_r.point_index in done_idx]
+        pending = [p for p in pts if p.point_index not in done_idx]
+        groups: dict = {}
+        for r in pending:
+            groups.setdefault(dedupe_key(r), []).append(r)
+        for c in as_claims(done):
+            groups.setdefault(("r", c.key), []).append(c)
+        resumed = [r for g in groups.values() for r in resolve_duplicates(g)]
+        assert outcome(resumed) == {k: v for k, v in clean.items() if k not in done_idx}, done_idx
+
+
+def test_claims_keep_located_points_whatever_became_of_them():
+    recs = [located(0, "A"), located(1, None), located(2, "A").fail("aerial.no_imagery", "blank")]
+    assert [c[1] for c in claims_of(recs)] == [0, 2]
+
+
+def _state(store, cfg_hash="h1", overwrite=False, unit_points=4, config=None):
+    return start_build(store, "r", "r-build1", cfg_hash, config or {"a": 1, "b": {"c": 2}}, unit_points, "v1", overwrite)
+
+
+def test_start_resume_refuse_and_overwrite(tmp_path):
+    store = open_storage(str(tmp_path))
+    first = _state(store)
+    assert not first.resumed and first.done == frozenset() and first.attempt == 1
+    store.write(marker_name("r", 2), json.dumps({"unit": 2}).encode())
+    again = _state(store, config={"a": 1, "b": {"c": 2}})
+    assert again.resumed and again.done == {2} and again.attempt == 2 and again.build_id == "r-build1"
+    with pytest.raises(ConfigError, match=r"another config \(differs in: b\.c\).*--overwrite"):
+        _state(store, cfg_hash="h2", config={"a": 1, "b": {"c": 3}})
+    fresh = _state(store, cfg_hash="h2", overwrite=True)
+    assert not fresh.resumed and done_units(store, "r") == frozenset()
+
+
+def test_unresumable_leftovers_are_not_deleted_silently(tmp_path):
+    store = open_storage(str(tmp_path))
+    store.write("r/shards/part-0.parquet", b"old")
+    with pytest.raises(ConfigError, match="cannot resume"):
+        _state(store)
+    assert store.exists("r/shards/part-0.parquet")
+
+
+def test_write_unit_then_orphans_and_unit_checks(tmp_path):
+    from corebuild.write import RunStamp, record_to_row
+
+    store = open_storage(str(tmp_path))
+    stamp = RunStamp("b", "h", "v")
+    recs = [located(i, None) for i in range(4, 8)]
+
+    def factory(storage, prefix):
+        return ShardWriter(storage, prefix, row_group_rows=2, stable_names=True, target_bytes=1)  # one shard per row group
+
+    marker = write_unit(store, "r", 1, recs, [record_to_row(r, stamp) for r in recs], factory, attempt=1)
+    assert [s["path"] for s in marker["shards"]] == ["part-u00001-000.parquet", "part-u00001-001.parquet"]
+    assert marker["points"] == [4, 5, 6, 7] and marker["rows"] == 4 and store.exists(marker_name("r", 1))
+    store.write("r/shards/part-u00002-000.parquet", b"a killed attempt's shard")
+    assert remove_orphans(store, "r", [marker]) == ["r/shards/part-u00002-000.parquet"]
+    assert check_units([marker], 8, 4) == "1 of 2 units have no completion marker (first: u00000)"
+    zero = dict(marker, unit=0, points=[0, 1, 2, 3])
+    assert check_units([zero, marker], 8, 4) is None
+    assert "markers cover" in check_units([zero, dict(marker, points=[4, 5, 6])], 8, 4)
