@@ -12,19 +12,17 @@ import json
 from typing import Any
 
 import numpy as np
-import pyarrow as pa
-import pyarrow.parquet as pq
 
 COLUMNS = ["sample_id", "status", "failure_reason", "description", "describer_backend", "describer_model", "prompt_id", "ocr", "street_views", "aerial_image", "aerial_format", "lat", "lon"]
 
 
 def sample_rows(storage, region_prefix: str, fraction: float, seed: int = 0, include_failed: bool = False) -> list[dict[str, Any]]:
     rows: list[dict[str, Any]] = []
-    for name in storage.list(f"{region_prefix}/shards/"):
-        if name.endswith(".parquet"):
-            # Single-threaded: see corebuild.manifest.count_shards.
-            t = pq.read_table(pa.BufferReader(storage.read(name)), columns=COLUMNS, use_threads=False)
-            rows += [r for r in t.to_pylist() if include_failed or r["status"] == "kept"]
+    from .dataset import listed_shards, read_parquet_bytes
+
+    for name in listed_shards(storage, region_prefix):  # only committed shards
+        t = read_parquet_bytes(storage.read(name), storage.join(name), COLUMNS)
+        rows += [r for r in t.to_pylist() if include_failed or r["status"] == "kept"]
     rows.sort(key=lambda r: r["sample_id"])
     k = max(1, round(len(rows) * fraction)) if rows else 0
     pick = sorted(np.random.default_rng(seed).choice(len(rows), size=k, replace=False).tolist()) if k else []

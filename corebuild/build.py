@@ -28,7 +28,7 @@ from .progress import UnitProgress
 from .regions import Region, load_region
 from .resume import BUILD_FILE, check_units, read_markers, remove_orphans, start_build, units_for
 from .sample import SamplingPlan
-from .storage import Storage, open_storage
+from .storage import open_storage
 from .write import RunStamp
 
 log = logging.getLogger("corebuild.build")

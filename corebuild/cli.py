@@ -177,7 +177,7 @@ def parser() -> argparse.ArgumentParser:
     b.add_argument("--limit", type=int, default=None, help="only the first N sampled points")
     b.add_argument("--min-spacing", type=float, default=25.0, help="metres between sampled points")
     b.add_argument("--workers", type=int, default=1, help="DirectRunner worker processes")
-    b.add_argument("--unit-points", type=int, default=128, help="points per work unit: the grain of resume and the most rows per shard")
+    b.add_argument("--unit-points", type=int, default=100, help="points per work unit: the grain of resume and the most rows per shard")
     b.add_argument("--shard-mb", type=float, default=256.0, help="roll over to a new shard past this size")
     b.add_argument("--overwrite", action="store_true", help="replace a build of another config in the output (default: resume one of this config)")
     b.add_argument("--no-progress", action="store_true", help="no progress bar / progress log lines")

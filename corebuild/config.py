@@ -21,8 +21,8 @@ class WriteConfig:
     row_group_rows: int = 32  # rows carry ~0.3 MB of images: ~10 MB row groups
     shard_bytes: int = 256 * 1024 * 1024  # roll over to a new shard past this size
     # Points per work unit: the grain of resume and of parallelism, and the most rows one shard
-    # holds (~0.1-0.3 MB a row: 13-40 MB shards; raise it for fewer, bigger files).
-    unit_points: int = 128
+    # holds (~0.1-0.3 MB a row: 10-30 MB shards; raise it for fewer, bigger files).
+    unit_points: int = 100
 
 
 @dataclass(frozen=True)

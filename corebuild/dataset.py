@@ -55,6 +55,14 @@ def read_parquet_bytes(data: Optional[bytes], where: str, columns: Optional[Sequ
     return pq.read_table(pa.BufferReader(data), columns=list(columns) if columns else None, use_threads=False)
 
 
+def listed_shards(storage: Storage, region_prefix: str) -> list[str]:
+    """Names of the shards `<region_prefix>/manifest.json` lists (storage rooted above the region)."""
+    raw = storage.read(f"{region_prefix}/manifest.json")
+    if raw is None:
+        raise CorebuildError(f"{storage.join(region_prefix + '/manifest.json')}: no manifest; is this a finished region build?")
+    return [f"{region_prefix}/shards/{s['path']}" for s in json.loads(raw).get("shards", [])]
+
+
 def open_build(url: str) -> BuildRef:
     storage = open_storage(url)
     raw = storage.read("manifest.json")

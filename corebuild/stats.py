@@ -8,8 +8,6 @@ from collections import Counter
 from typing import Sequence
 
 import numpy as np
-import pyarrow as pa
-import pyarrow.parquet as pq
 
 _TOKEN = re.compile(r"\w+|[^\w\s]", re.UNICODE)
 CVG_TEXT = {"mean_tokens": 126.0, "type_token_ratio": 0.76, "mean_similarity": 0.17}
@@ -46,11 +44,11 @@ def text_stats(texts: Sequence[str], max_pairs_texts: int = 2000, seed: int = 0)
 
 def build_texts(storage, region_prefix: str) -> list[str]:
     texts = []
-    for name in storage.list(f"{region_prefix}/shards/"):
-        if name.endswith(".parquet"):
-            # Single-threaded: threaded reads from memory buffers can abort the process at exit (pyarrow 24-25 here).
-            t = pq.read_table(pa.BufferReader(storage.read(name)), columns=["status", "description"], use_threads=False).to_pydict()
-            texts += [d for s, d in zip(t["status"], t["description"]) if s == "kept" and d]
+    from .dataset import listed_shards, read_parquet_bytes
+
+    for name in listed_shards(storage, region_prefix):  # only committed shards: not a killed attempt's leftovers
+        t = read_parquet_bytes(storage.read(name), storage.join(name), ["status", "description"]).to_pydict()
+        texts += [d for s, d in zip(t["status"], t["description"]) if s == "kept" and d]
     return texts
 
 

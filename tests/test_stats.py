@@ -26,6 +26,7 @@ def test_stats_command_on_a_real_build(tmp_path):
         row.update(sample_id=f"demo-s0-{i:07d}", region_id="demo", status="kept" if d else "failed", geometry=b"\x01", description=d)
         w.write(row)
     w.close()
+    (tmp_path / "demo" / "manifest.json").write_text(__import__("json").dumps({"region_id": "demo", "shards": w.details}))
     from tests.conftest import ROOT
 
     r = subprocess.run([sys.executable, "-m", "corebuild", "stats", str(tmp_path / "demo")], cwd=ROOT, capture_output=True, text=True, timeout=120)

@@ -1,0 +1,62 @@
+"""The build progress bar follows completion markers in the output storage."""
+
+import io
+import logging
+import time
+
+from corebuild.progress import UnitProgress
+from corebuild.resume import marker_name
+from corebuild.storage import open_storage
+
+
+class Tty(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def _run(store, stream, **kw) -> UnitProgress:
+    store.write(marker_name("r", 0), b"{}")  # done before this attempt
+    with UnitProgress(store, "r", 4, 10, poll_s=0.02, stream=stream, **kw) as prog:
+        for u in (1, 2, 3):
+            time.sleep(0.1)
+            store.write(marker_name("r", u), b"{}")
+        time.sleep(0.15)
+    return prog
+
+
+def test_bar_on_a_terminal_counts_units_and_rate(tmp_path):
+    out = Tty()
+    prog = _run(open_storage(str(tmp_path)), out)
+    assert prog.seen[0][1] == 1 and prog.seen[-1][1] == 4
+    text = out.getvalue()
+    assert "4/4" in text and "rows/s" in text and text.startswith("\rr:")
+
+
+def test_log_lines_when_not_a_terminal(tmp_path, caplog):
+    caplog.set_level(logging.INFO, logger="corebuild.progress")
+    out = io.StringIO()
+    _run(open_storage(str(tmp_path)), out, log_every_s=0.05)
+    assert out.getvalue() == ""  # no bar escape codes in a log file
+    lines = [r.getMessage() for r in caplog.records]
+    assert lines and all(m.startswith("progress r: ") for m in lines) and any("/4 units" in m for m in lines)
+
+
+def test_a_listing_failure_never_breaks_the_build(tmp_path, caplog):
+    class Broken:
+        url = "gs://nope/x"
+
+        def list(self, prefix):
+            raise OSError("no network")
+
+        def join(self, rel):
+            return f"{self.url}/{rel}"
+
+    with UnitProgress(Broken(), "r", 3, 10, poll_s=0.01, stream=Tty()):
+        time.sleep(0.05)
+    assert "progress off" in caplog.text
+
+
+def test_off_when_disabled(tmp_path):
+    with UnitProgress(open_storage(str(tmp_path)), "r", 3, 10, enabled=False) as prog:
+        pass
+    assert prog.seen == []
