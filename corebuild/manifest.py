@@ -5,22 +5,41 @@ from __future__ import annotations
 import hashlib
 import json
 from collections import Counter
-from typing import Any
+from typing import Any, Optional
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 
 
-def count_shards(storage, names: list[str]) -> dict[str, Any]:
-    """Counts by status and failure reason, read from the stored shards (not from what we hoped)."""
+COUNT_COLUMNS = ["sample_id", "region_id", "status", "failure_reason"]
+
+
+def count_shards(storage, names: list[str], written: Optional[dict[str, dict[str, Any]]] = None) -> dict[str, Any]:
+    """Counts by status and failure reason, read from the stored shards (not from what we hoped).
+
+    Only the four small columns are read (ranged reads where the storage has them, so a gs://
+    build is not downloaded to be counted). Sizes and sha256 come from `written` (what the
+    writer stored, by name) when given, else from the stored bytes."""
     shards, status, reasons, per_region = [], Counter(), Counter(), {}
     ids: Counter = Counter()
     for name in sorted(names):
-        data = storage.read(name)
-        if data is None:
-            raise FileNotFoundError(storage.join(name))
-        # Single-threaded: threaded reads from memory buffers can abort the process at exit (pyarrow 24-25 here).
-        table = pq.read_table(pa.BufferReader(data), columns=["sample_id", "region_id", "status", "failure_reason"], use_threads=False)
+        base = name.rsplit("/", 1)[-1]
+        known = (written or {}).get(base)
+        if known is not None and hasattr(storage, "open_read"):
+            try:
+                f = storage.open_read(name)
+            except FileNotFoundError:
+                raise FileNotFoundError(storage.join(name)) from None
+            with f:
+                table = pq.ParquetFile(pa.PythonFile(f, mode="r")).read(columns=COUNT_COLUMNS, use_threads=False)
+            size, digest = known["bytes"], known["sha256"]
+        else:
+            data = storage.read(name)
+            if data is None:
+                raise FileNotFoundError(storage.join(name))
+            # Single-threaded: threaded reads from memory buffers can abort the process at exit (pyarrow 24-25 here).
+            table = pq.read_table(pa.BufferReader(data), columns=COUNT_COLUMNS, use_threads=False)
+            size, digest = len(data), hashlib.sha256(data).hexdigest()
         cols = table.to_pydict()
         for sid, rid, st, why in zip(cols["sample_id"], cols["region_id"], cols["status"], cols["failure_reason"]):
             ids[sid] += 1
@@ -30,7 +49,9 @@ def count_shards(storage, names: list[str]) -> dict[str, Any]:
             if st == "failed":
                 reasons[why or "unknown"] += 1
                 r["failed_by_reason"][why or "unknown"] += 1
-        shards.append({"path": name.rsplit("/", 1)[-1], "rows": table.num_rows, "bytes": len(data), "sha256": hashlib.sha256(data).hexdigest()})
+        if known is not None and known.get("rows") not in (None, table.num_rows):
+            raise ValueError(f"{storage.join(name)} holds {table.num_rows} rows; its marker says {known['rows']}")
+        shards.append({"path": base, "rows": table.num_rows, "bytes": size, "sha256": digest})
     for r in per_region.values():
         r["failed_by_reason"] = dict(sorted(r["failed_by_reason"].items()))
     return {

@@ -72,8 +72,8 @@ class UnitProgress:
                 bar.update(n - shown)
                 bar.set_postfix_str(f"~{rate:.2f} rows/s")
             elif now - last_log >= self.log_every_s:
-                eta = (self.total - n) * self.unit_points / rate if rate > 0 else float("nan")
-                log.info("progress %s: %d/%d units, ~%.2f rows/s, eta %.0f s", self.region_id, n, self.total, rate, eta)
+                eta = f"eta {(self.total - n) * self.unit_points / rate:.0f} s" if rate > 0 else "first unit not done yet"
+                log.info("progress %s: %d/%d units, ~%.2f rows/s, %s", self.region_id, n, self.total, rate, eta)
                 last_log = now
             shown = n
         if bar is not None:

@@ -66,7 +66,6 @@ def _e(x: Any) -> str:
 @dataclass
 class _Region:
     build: BuildRef
-    sample_ids: list[str]
     lat: np.ndarray
     lon: np.ndarray
     reason: list[Optional[str]]  # None for kept rows
@@ -79,12 +78,13 @@ def _open(b: BuildRef, name: str) -> pq.ParquetFile:
         raise CorebuildError(f"{b.storage.join(name)}: shard listed in manifest.json is missing")
     if isinstance(b.storage, LocalStorage):  # a path: only the column chunks asked for are read
         return pq.ParquetFile(b.storage.join(name))
+    if hasattr(b.storage, "open_read"):  # ranged reads (gs://): no download of every shard's images
+        return pq.ParquetFile(b.storage.open_read(name))
     return pq.ParquetFile(pa.BufferReader(b.storage.read(name)))
 
 
 def _scan(b: BuildRef, seed: int) -> tuple[_Region, list[tuple[str, str, int]]]:
     """Light columns of every shard: points, reasons, texts, and the kept rows' locations."""
-    ids: list[str] = []
     lat: list[float] = []
     lon: list[float] = []
     reason: list[Optional[str]] = []
@@ -94,7 +94,6 @@ def _scan(b: BuildRef, seed: int) -> tuple[_Region, list[tuple[str, str, int]]]:
         # Single-threaded: threaded reads can abort the process at exit (see corebuild.dataset).
         t = _open(b, name).read(columns=LIGHT, use_threads=False).to_pydict()
         for i, (sid, st, why, la, lo, d) in enumerate(zip(*(t[c] for c in LIGHT))):
-            ids.append(sid)
             lat.append(la)
             lon.append(lo)
             reason.append(None if st == "kept" else (why or st or "unknown"))
@@ -104,7 +103,7 @@ def _scan(b: BuildRef, seed: int) -> tuple[_Region, list[tuple[str, str, int]]]:
                     texts.append(d)
     stats = text_stats(texts, seed=seed)
     order = np.random.default_rng(seed).permutation(len(texts))[:SIM_SAMPLE]
-    return _Region(b, ids, np.array(lat, float), np.array(lon, float), reason, stats, [texts[i] for i in order]), kept
+    return _Region(b, np.array(lat, float), np.array(lon, float), reason, stats, [texts[i] for i in order]), kept
 
 
 def _pooled_stats(regions: list[_Region], seed: int) -> dict[str, float]:
@@ -117,7 +116,10 @@ def _pooled_stats(regions: list[_Region], seed: int) -> dict[str, float]:
         return text_stats([])
     take = np.random.default_rng(seed).multivariate_hypergeometric(n, min(int(n.sum()), SIM_SAMPLE))
     pool = [t for r, k in zip(regions, take) for t in r.texts[:k]]
-    mean = lambda key: float(sum(r.stats["texts"] * r.stats[key] for r in regions if r.stats["texts"]) / n.sum())  # noqa: E731
+
+    def mean(key: str) -> float:
+        return float(sum(r.stats["texts"] * r.stats[key] for r in regions if r.stats["texts"]) / n.sum())
+
     return {"texts": int(n.sum()), "mean_tokens": mean("mean_tokens"), "type_token_ratio": mean("type_token_ratio"), "mean_similarity": text_stats(pool)["mean_similarity"]}
 
 
@@ -126,11 +128,12 @@ def _read_picked(b: BuildRef, name: str, rows: list[int]) -> list[dict[str, Any]
     pf = _open(b, name)
     sizes = [pf.metadata.row_group(g).num_rows for g in range(pf.num_row_groups)]
     starts = np.cumsum([0] + sizes)
-    groups = sorted({int(np.searchsorted(starts, r, side="right") - 1) for r in rows})
-    before = {g: int(sum(sizes[h] for h in groups if h < g)) for g in groups}  # offset in the read table
+    group = {r: int(np.searchsorted(starts, r, side="right") - 1) for r in rows}
+    groups = sorted(set(group.values()))
+    before = {g: sum(sizes[h] for h in groups if h < g) for g in groups}  # where each group starts in the read table
     cols = [c for c in GALLERY if c in pf.schema_arrow.names]  # older shards may lack newer columns
     t = pf.read_row_groups(groups, columns=cols, use_threads=False)
-    idx = [before[g] + r - int(starts[g]) for r in rows for g in [int(np.searchsorted(starts, r, side="right") - 1)]]
+    idx = [before[group[r]] + r - int(starts[group[r]]) for r in rows]
     return t.take(pa.array(idx, pa.int64())).to_pylist()
 
 
@@ -184,15 +187,22 @@ def crop_pixel(row: dict[str, Any], lat: float, lon: float, width: int, height: 
     return (mx - x0) / (x1 - x0) * width, (y0 - my) / (y0 - y1) * height
 
 
-def _draw_aerial(row: dict[str, Any], path: Path) -> str:
+def _draw_aerial(row: dict[str, Any], path: Path) -> tuple[str, bool]:
+    """The crop with the camera (square) and the sampled point (disc); whether the point is in it
+    (the crop is centred on the camera, so a point far from it can fall outside)."""
     im, _ = _shrink(Image.open(io.BytesIO(row["aerial_image"])).convert("RGB"), AERIAL_PX)
     draw, r = ImageDraw.Draw(im), max(3, im.width // 40)
     if row.get("street_lat") is not None and row.get("street_lon") is not None:
         cx, cy = crop_pixel(row, row["street_lat"], row["street_lon"], im.width, im.height)
         draw.rectangle([cx - r, cy - r, cx + r, cy + r], fill=CAMERA_RGB, outline=(255, 255, 255))
     px, py = crop_pixel(row, row["lat"], row["lon"], im.width, im.height)  # drawn last: on top when they coincide
-    draw.ellipse([px - r, py - r, px + r, py + r], fill=POINT_RGB, outline=(255, 255, 255))
-    return _save(im, path)
+    inside = 0 <= px < im.width and 0 <= py < im.height
+    if inside:
+        draw.ellipse([px - r, py - r, px + r, py + r], fill=POINT_RGB, outline=(255, 255, 255))
+    else:  # a ring on the edge, in the point's direction
+        px, py = min(max(px, r + 1), im.width - r - 2), min(max(py, r + 1), im.height - r - 2)
+        draw.ellipse([px - r, py - r, px + r, py + r], outline=POINT_RGB, width=2)
+    return _save(im, path), inside
 
 
 def qc_notes(row: dict[str, Any]) -> list[tuple[bool, str]]:
@@ -227,12 +237,13 @@ def _gallery_item(k: int, row: dict[str, Any], img: Path) -> str:
         views.append(f'<figure><img class="view" data-heading="{v["heading"]:g}" src="{src}" width="160"><figcaption>{v["heading"]:g}°</figcaption></figure>')
     aerial = ""
     if row.get("aerial_image") and row.get("aerial_west") is not None:
-        src = _draw_aerial(row, img / f"{stem}-aerial.jpg")
+        src, inside = _draw_aerial(row, img / f"{stem}-aerial.jpg")
         zoom = f"z{row['aerial_zoom']}, " if row.get("aerial_zoom") is not None else ""
         gsd = f"{row['aerial_gsd_m']:.2f} m/px" if row.get("aerial_gsd_m") is not None else ""
         aerial = (
             f'<figure><img class="aerial" src="{src}" width="200"><figcaption><span style="color:#f00">●</span> point '
-            f'<span style="color:#0078ff">■</span> camera<br>{_e(row.get("aerial_provider"))} {zoom}{gsd}</figcaption></figure>'
+            f'<span style="color:#0078ff">■</span> camera{"" if inside else " <span class=warn>(point outside the crop)</span>"}<br>'
+            f'{_e(row.get("aerial_provider"))} {zoom}{gsd}</figcaption></figure>'
         )
     ocr_html = "<br>".join(
         f"<span class='{'dropped' if o.get('dropped') else ''}'>{n}. {_e(o['text'])} ({o['heading']:g}°, {o['confidence']:.2f}"
@@ -324,13 +335,14 @@ def _tables(regions: list[_Region], total_stats: dict[str, float]) -> str:
     info = "".join(
         f"<tr><td>{_e(g.build.region_id)}</td><td>{_e((m.get('region') or {}).get('name'))}</td><td>{_e((m.get('region') or {}).get('country'))}</td>"
         f"<td>{_e((m.get('region') or {}).get('continent'))}</td><td class='num'>{len(m.get('shards', []))}</td>"
-        f"<td class='num'>{sum(s.get('bytes', 0) for s in m.get('shards', [])) / 1e6:.1f}</td><td class='num'>{_e((m.get('timings') or {}).get('total_s', '–'))}</td>"
+        f"<td class='num'>{sum(s.get('bytes', 0) for s in m.get('shards', [])) / 1e6:.1f}</td><td class='num'>{len(m.get('attempts') or []) or '–'}</td>"
+        f"<td class='num'>{_e((m.get('timings') or {}).get('total_s', '–'))}</td>"
         f"<td class='{'ok' if m.get('consistent') else 'warn'}'>{_e(m.get('consistent'))}</td><td class='num'>{_e(m.get('counts', {}).get('duplicate_sample_ids', '–'))}</td></tr>"
         for g, m in zip(regions, ms)
     )
     summary = (
         f'<h2 id="summary">Regions</h2><table><tr><th>region</th><th>name</th><th>country</th><th>continent</th><th>shards</th><th>MB</th>'
-        f"<th>build s</th><th>consistent</th><th>duplicate ids</th></tr>{info}</table>"
+        f"<th>attempts</th><th>build s</th><th>consistent</th><th>duplicate ids</th></tr>{info}</table>"
     )
 
     cols = [("all regions", total_stats), ("CVG-Text", {"texts": None, **CVG_TEXT})] + ([(g.build.region_id, g.stats) for g in regions] if len(regions) > 1 else [])

@@ -11,6 +11,7 @@ import errno
 import os
 import re
 import secrets
+import shutil
 import threading
 from contextlib import suppress
 from pathlib import Path
@@ -117,6 +118,10 @@ class LocalStorage:
     def join(self, rel: str) -> str:
         return str(self._path(rel))
 
+    def open_read(self, rel: str):
+        """A seekable binary file for random access (Parquet footers, row groups) without reading it all."""
+        return open(self._path(rel), "rb")
+
     def read(self, rel: str) -> Optional[bytes]:
         path = self._path(rel)
         try:
@@ -138,9 +143,51 @@ class LocalStorage:
                 # Without fsync a crash can leave an empty file under the final name.
                 os.fsync(f.fileno())
             os.replace(tmp, path)
+            # The rename itself is durable only once the directory is synced: a completion
+            # marker written after this must never outlive its shard in a crash.
+            fd = os.open(path.parent, os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
         except OSError as exc:
             with suppress(OSError):
                 os.unlink(tmp)
+            raise _os_error("writing", path, exc) from None
+
+    def spool_path(self, rel: str) -> Path:
+        """Where to build a large object before `write_file`: beside its final name (same file
+        system, so storing it is a rename), under a name `list` never shows."""
+        path = self._path(rel)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise _os_error("creating", path.parent, exc) from None
+        return path.parent / f"{TMP_PREFIX}{secrets.token_hex(8)}"
+
+    def write_file(self, rel: str, src: str | os.PathLike[str]) -> None:
+        """Store a finished local file as `rel`, atomically and durably; `src` is consumed."""
+        path = self._path(rel)
+        try:
+            with open(src, "rb+") as f:
+                os.fsync(f.fileno())
+            if Path(src).parent != path.parent:
+                path.parent.mkdir(parents=True, exist_ok=True)
+                tmp = path.parent / f"{TMP_PREFIX}{secrets.token_hex(8)}"
+                shutil.copyfile(src, tmp)
+                with open(tmp, "rb+") as f:
+                    os.fsync(f.fileno())
+                os.unlink(src)
+                src = tmp
+            os.replace(src, path)
+            fd = os.open(path.parent, os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+        except OSError as exc:
+            with suppress(OSError):
+                os.unlink(src)
             raise _os_error("writing", path, exc) from None
 
     def exists(self, rel: str) -> bool:
@@ -281,6 +328,10 @@ class GCSStorage:
             raise self._missing_bucket()
         self._bucket_seen = True
 
+    def open_read(self, rel: str):
+        """A seekable binary file: the client's BlobReader does ranged, chunked downloads."""
+        return self._handle().blob(self._name(rel)).open("rb")
+
     def read(self, rel: str) -> Optional[bytes]:
         from google.api_core import exceptions as api_exc
 
@@ -299,6 +350,7 @@ class GCSStorage:
 
         name = self._name(rel)
         blob = self._handle().blob(name)
+        data = data if isinstance(data, bytes) else bytes(data)  # the client wants bytes, not a view
         try:
             # Rewriting the same bytes is harmless, so retrying an upload is safe here.
             self._call(
@@ -308,6 +360,33 @@ class GCSStorage:
             )
         except api_exc.NotFound:
             raise self._missing_bucket() from None
+        self._bucket_seen = True
+
+    def spool_path(self, rel: str) -> Path:
+        """A local temporary file to build a large object in before `write_file` uploads it."""
+        import tempfile
+
+        fd, name = tempfile.mkstemp(prefix=TMP_PREFIX)
+        os.close(fd)
+        return Path(name)
+
+    def write_file(self, rel: str, src: str | os.PathLike[str]) -> None:
+        """Upload a finished local file as `rel` (atomic on the server); `src` is consumed."""
+        from google.api_core import exceptions as api_exc
+        from google.cloud.storage.retry import DEFAULT_RETRY
+
+        blob = self._handle().blob(self._name(rel))
+        try:
+            self._call(
+                "writing",
+                self.join(rel),
+                lambda: blob.upload_from_filename(str(src), content_type="application/octet-stream", retry=DEFAULT_RETRY),
+            )
+        except api_exc.NotFound:
+            raise self._missing_bucket() from None
+        finally:
+            with suppress(OSError):
+                os.unlink(src)
         self._bucket_seen = True
 
     def exists(self, rel: str) -> bool:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
@@ -231,11 +232,19 @@ def record_to_row(rec: Record, stamp: RunStamp) -> dict[str, Any]:
     }
 
 
+# Encoded images are incompressible and never repeat: zstd and dictionaries only cost CPU there.
+IMAGE_COLUMNS = ("street_views.list.element.image", "aerial_image", "map_image")
+
+
 class ShardWriter:
     """Rows -> Parquet shards in a Storage (local directory or gs://), rolling over by size.
 
-    Each shard is built in memory and stored with one atomic write, so a shard either exists
-    whole or not at all. Row groups hold `row_group_rows` rows (rows carry ~0.3 MB of images).
+    A shard is encoded straight into a spool file (beside its final name locally, a temp file
+    for gs://) and then stored atomically (rename / one upload), so a shard exists whole or not
+    at all and memory holds one row group, not a shard. Row groups hold `row_group_rows` rows
+    (rows carry ~0.3 MB of images). A finished shard is stored and hashed on a background thread
+    while the next one encodes (at most one in flight); `close()` returns only once every shard
+    is stored, so a caller may then write a completion marker.
     """
 
     def __init__(
@@ -246,20 +255,33 @@ class ShardWriter:
         self.storage, self.prefix, self.stable_names = storage, prefix, stable_names
         self.target_bytes, self.row_group_rows, self.codec = target_bytes, row_group_rows, codec
         self.schema = shard_schema()
+        paths = _column_paths(self.schema)
+        self._options = {
+            "compression": {name: ("none" if name in IMAGE_COLUMNS else codec) for name in paths},
+            # Dictionaries and min/max statistics of unique image/WKB bytes help no reader and cost a pass.
+            "use_dictionary": [n for n in paths if n not in IMAGE_COLUMNS and n != "geometry"],
+            "write_statistics": [n for n in paths if n not in IMAGE_COLUMNS and n != "geometry"],
+        }
         self._tag = uuid.uuid4().hex[:12]  # unique per writer: workers never collide
         self._rows: list[dict[str, Any]] = []
-        self._buf = None
+        self._sink = None  # (spool path or BytesIO, pyarrow sink)
         self._writer = None
         self._n = 0
         self.written: list[tuple[str, int]] = []  # (name, rows)
         self.details: list[dict[str, Any]] = []  # path (base name), rows, bytes, sha256
         self._shard_rows = 0
+        self._pool = None
+        self._pending = None  # the shard being stored
+
+    def _name(self) -> str:
+        # Stable names (a work unit's shards) are overwritten by a retry; unique ones never collide.
+        return f"{self.prefix}-{self._n:03d}.parquet" if self.stable_names else f"{self.prefix}-{self._tag}-{self._n:04d}.parquet"
 
     def write(self, row: dict[str, Any]) -> None:
         self._rows.append(row)
         if len(self._rows) >= self.row_group_rows:
             self._flush_rows()
-            if self._buf is not None and self._buf.tell() >= self.target_bytes:
+            if self._writer is not None and self._sink[1].tell() >= self.target_bytes:
                 self._finish_shard()
 
     def _flush_rows(self) -> None:
@@ -270,8 +292,14 @@ class ShardWriter:
         if not self._rows:
             return
         if self._writer is None:
-            self._buf = io.BytesIO()
-            self._writer = pq.ParquetWriter(self._buf, self.schema, compression=self.codec)
+            spool = getattr(self.storage, "spool_path", None)
+            if spool is not None:
+                path = spool(self._name())
+                self._sink = (path, pa.OSFile(str(path), "wb"))  # native writes: no Python per page
+            else:  # a Storage without spooling (e.g. a test double): build the shard in memory
+                buf = io.BytesIO()
+                self._sink = (buf, pa.PythonFile(buf, mode="w"))
+            self._writer = pq.ParquetWriter(self._sink[1], self.schema, **self._options)
         self._writer.write_table(pa.Table.from_pylist(self._rows, schema=self.schema), row_group_size=len(self._rows))
         self._shard_rows += len(self._rows)
         self._rows = []
@@ -279,22 +307,73 @@ class ShardWriter:
     def _finish_shard(self) -> None:
         if self._writer is None:
             return
-        import hashlib
+        from concurrent.futures import ThreadPoolExecutor
 
         self._writer.close()
-        # Stable names (a work unit's shards) are overwritten by a retry; unique ones never collide.
-        name = f"{self.prefix}-{self._n:03d}.parquet" if self.stable_names else f"{self.prefix}-{self._tag}-{self._n:04d}.parquet"
-        data = self._buf.getvalue()
-        self.storage.write(name, data)
-        self.written.append((name, self._shard_rows))
-        self.details.append({"path": name.rsplit("/", 1)[-1], "rows": self._shard_rows, "bytes": len(data), "sha256": hashlib.sha256(data).hexdigest()})
+        where, sink = self._sink
+        size = sink.tell()
+        sink.close()
+        self._wait()
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(1, thread_name_prefix="corebuild-shard")
+        self._pending = self._pool.submit(self._store, self._name(), where, self._shard_rows, size)
         self._n += 1
-        self._writer, self._buf, self._shard_rows = None, None, 0
+        self._writer, self._sink, self._shard_rows = None, None, 0
+
+    def _store(self, name: str, where, rows: int, size: int) -> None:
+        import hashlib
+
+        if isinstance(where, Path):
+            digest = hashlib.sha256()
+            with open(where, "rb") as f:  # from the page cache: the bytes were just written
+                for block in iter(lambda: f.read(8 << 20), b""):
+                    digest.update(block)
+            self.storage.write_file(name, where)
+        else:
+            data = where.getvalue()
+            digest = hashlib.sha256(data)
+            self.storage.write(name, data)
+        self.written.append((name, rows))
+        self.details.append({"path": name.rsplit("/", 1)[-1], "rows": rows, "bytes": size, "sha256": digest.hexdigest()})
+
+    def _wait(self) -> None:
+        if self._pending is not None:
+            pending, self._pending = self._pending, None
+            pending.result()  # a storage error (disk full) surfaces here, in the caller
 
     def close(self) -> list[tuple[str, int]]:
-        self._flush_rows()
-        self._finish_shard()
+        try:
+            self._flush_rows()
+            self._finish_shard()
+            self._wait()
+        finally:
+            if self._sink is not None:  # an error mid-shard: drop its spool file
+                self._sink[1].close()
+                if isinstance(self._sink[0], Path):
+                    self._sink[0].unlink(missing_ok=True)
+                self._writer, self._sink = None, None
+            if self._pool is not None:
+                self._pool.shutdown(wait=True)
+                self._pool = None
         return self.written
+
+
+def _column_paths(schema: pa.Schema) -> list[str]:
+    """Parquet leaf column paths (`street_views.list.element.image`), as writer options name them."""
+    out: list[str] = []
+
+    def walk(prefix: str, typ: pa.DataType) -> None:
+        if pa.types.is_struct(typ):
+            for f in typ:
+                walk(f"{prefix}.{f.name}", f.type)
+        elif pa.types.is_list(typ):
+            walk(f"{prefix}.list.element", typ.value_type)
+        else:
+            out.append(prefix)
+
+    for f in schema:
+        walk(f.name, f.type)
+    return out
 
 
 def schema_markdown() -> str:
@@ -304,7 +383,10 @@ def schema_markdown() -> str:
         "",
         "Generated from `corebuild/write.py` (`python -m corebuild.write > docs/schema.md`); a test keeps it in sync.",
         "",
-        "Each build writes `<output>/<region>/shards/part-*.parquet` (zstd) and `manifest.json`.",
+        "Each build writes `<output>/<region>/shards/part-u<unit>-<k>.parquet` (zstd, images stored as they",
+        "came (no second compression), row groups of 32 rows)",
+        "and `manifest.json`, whose `shards` list is the dataset: a shard it does not list belongs to an",
+        "unfinished work unit and is deleted by the next run (see the README on resuming).",
         "Every sampled point is one row: `status` is `kept` or `failed`, and failed rows carry",
         "`failure_reason` and `error`. The schema's `geo` metadata key makes the files GeoParquet 1.1",
         "(primary column `geometry`, WKB points, CRS OGC:CRS84), so GeoPandas and DuckDB spatial read",

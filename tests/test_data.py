@@ -6,12 +6,11 @@ from __future__ import annotations
 import io
 import os
 import pickle
-import sys
-import types
 from collections import Counter
 from pathlib import Path
 
 import numpy as np
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 import torch
@@ -96,17 +95,19 @@ def test_rank_and_world_size_default_to_torch_distributed(out, monkeypatch):
         CorebuildDataset(out, rank=2, world_size=2)
 
 
-def test_equal_per_rank_gives_every_worker_on_every_rank_the_same_count(out, kept):
+def test_equal_per_rank_cuts_every_worker_to_the_smallest_workers_count(out, kept):
     for epoch in range(2):
-        got = []
-        for r in range(2):
-            ds = CorebuildDataset(out, transform=_id_and_worker, rank=r, world_size=2, shuffle=True, equal_per_rank=True)
-            ds.set_epoch(epoch)
-            got += [(r, w, sid) for sid, w in _load(ds)]
-        per_worker = Counter((r, w) for r, w, _ in got)
-        ids = [sid for _, _, sid in got]
-        assert len(per_worker) == 4 and len(set(per_worker.values())) == 1
-        assert len(ids) == len(set(ids)) and set(ids) <= kept and len(ids) >= len(kept) - 4 * 4  # < one row group per worker dropped
+        streams: dict[bool, dict[tuple[int, int], list[str]]] = {False: {}, True: {}}
+        for equal in (False, True):
+            for r in range(2):
+                ds = CorebuildDataset(out, transform=_id_and_worker, rank=r, world_size=2, shuffle=True, equal_per_rank=equal)
+                ds.set_epoch(epoch)
+                for sid, w in _load(ds):
+                    streams[equal].setdefault((r, w), []).append(sid)
+        full, cut = streams[False], streams[True]
+        m = min(len(v) for v in full.values())
+        assert sorted(v for s in full.values() for v in s) == sorted(kept) and m < max(len(v) for v in full.values())  # uneven
+        assert cut.keys() == full.keys() and all(cut[k] == full[k][:m] for k in full)  # same stream, truncated
 
 
 def test_filters_and_num_rows(out, status, kept):
@@ -120,13 +121,12 @@ def test_filters_and_num_rows(out, status, kept):
     assert [s["sample_id"] for s in pickle.loads(pickle.dumps(ds))] == [s["sample_id"] for s in ds]
 
 
-def test_split_convenience_imports_corebuild_splits_lazily(out, monkeypatch):
-    calls = []
-    fake = types.ModuleType("corebuild.splits")
-    fake.load_split = lambda url, split: calls.append((url, split)) or {"ra-s0-1", "ra-s0-2", "rb-s1-0"}  # type: ignore[attr-defined]
-    monkeypatch.setitem(sys.modules, "corebuild.splits", fake)
-    ds = CorebuildDataset(out, split=("splits/", "val"), sample_ids={"ra-s0-1", "rb-s1-0"})
-    assert calls == [("splits/", "val")] and {s["sample_id"] for s in ds} == {"ra-s0-1", "rb-s1-0"}
+def test_split_convenience_reads_a_splits_file(out, tmp_path):
+    path = tmp_path / "splits" / "blocks.parquet"  # the columns corebuild.splits.load_split reads
+    path.parent.mkdir()
+    pq.write_table(pa.table({"sample_id": ["ra-s0-1", "ra-s0-2", "rb-s1-0", "rb-s1-1"], "split": ["val", "val", "val", "train"]}), path)
+    ds = CorebuildDataset(out, split=(str(path), "val"), sample_ids={"ra-s0-1", "rb-s1-0", "rb-s1-1"})
+    assert {s["sample_id"] for s in ds} == {"ra-s0-1", "rb-s1-0"}
 
 
 def test_sources_are_manifest_shards_or_explicit_files(out, kept):
