@@ -133,53 +133,42 @@ class LocalStorage:
 
     def write(self, rel: str, data: bytes) -> None:
         path = self._path(rel)
-        # Same directory as the target, so os.replace is a rename within one file system (atomic).
-        tmp = path.parent / f"{TMP_PREFIX}{secrets.token_hex(8)}"
+        tmp = self.spool_path(rel)
         try:
-            path.parent.mkdir(parents=True, exist_ok=True)
             with open(tmp, "xb") as f:  # mode 0o666 less umask, like any other file we write
                 f.write(data)
-                f.flush()
-                # Without fsync a crash can leave an empty file under the final name.
-                os.fsync(f.fileno())
-            os.replace(tmp, path)
-            # The rename itself is durable only once the directory is synced: a completion
-            # marker written after this must never outlive its shard in a crash.
-            fd = os.open(path.parent, os.O_RDONLY)
-            try:
-                os.fsync(fd)
-            finally:
-                os.close(fd)
         except OSError as exc:
             with suppress(OSError):
                 os.unlink(tmp)
             raise _os_error("writing", path, exc) from None
+        self.write_file(rel, tmp)
 
     def spool_path(self, rel: str) -> Path:
-        """Where to build a large object before `write_file`: beside its final name (same file
+        """Where to build an object before `write_file`: beside its final name (same file
         system, so storing it is a rename), under a name `list` never shows."""
         path = self._path(rel)
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
-            raise _os_error("creating", path.parent, exc) from None
+            raise _os_error("writing", path, exc) from None
         return path.parent / f"{TMP_PREFIX}{secrets.token_hex(8)}"
 
     def write_file(self, rel: str, src: str | os.PathLike[str]) -> None:
         """Store a finished local file as `rel`, atomically and durably; `src` is consumed."""
         path = self._path(rel)
+        src = Path(src)
         try:
+            if src.parent != path.parent:  # a rename across file systems is not atomic: copy beside it first
+                tmp = self.spool_path(rel)
+                shutil.copyfile(src, tmp)
+                src.unlink()
+                src = tmp
+            # Without fsync a crash can leave an empty file under the final name.
             with open(src, "rb+") as f:
                 os.fsync(f.fileno())
-            if Path(src).parent != path.parent:
-                path.parent.mkdir(parents=True, exist_ok=True)
-                tmp = path.parent / f"{TMP_PREFIX}{secrets.token_hex(8)}"
-                shutil.copyfile(src, tmp)
-                with open(tmp, "rb+") as f:
-                    os.fsync(f.fileno())
-                os.unlink(src)
-                src = tmp
             os.replace(src, path)
+            # The rename is durable only once the directory is synced: a completion marker
+            # written after this must never outlive its shard in a crash.
             fd = os.open(path.parent, os.O_RDONLY)
             try:
                 os.fsync(fd)
