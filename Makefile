@@ -6,8 +6,31 @@ REGION ?= demo
 OUT ?= build
 WORKERS ?= 2
 ARGS ?=
+RUNNER ?= DirectRunner
+# Standard Beam/Dataflow options, passed through when set (see README, "Running on Dataflow").
+PROJECT ?=
+GCP_REGION ?=
+TEMP_LOCATION ?=
+STAGING_LOCATION ?=
+SERVICE_ACCOUNT ?=
+MACHINE_TYPE ?=
+MAX_WORKERS ?=
+SDK_IMAGE ?=
+EXPERIMENTS ?= use_runner_v2
+BEAM_ARGS ?=
+REGIONS ?= $(filter-out demo,$(basename $(notdir $(wildcard region_manifests/*.json))))
 
-.PHONY: build-region test bench clean-venv
+opt = $(if $(2),--$(1)=$(2))
+DATAFLOW_OPTS = $(call opt,project,$(PROJECT)) $(call opt,region,$(GCP_REGION)) $(call opt,temp_location,$(TEMP_LOCATION)) \
+	$(call opt,staging_location,$(STAGING_LOCATION)) $(call opt,service_account_email,$(SERVICE_ACCOUNT)) \
+	$(call opt,machine_type,$(MACHINE_TYPE)) $(call opt,max_num_workers,$(MAX_WORKERS)) \
+	$(call opt,sdk_container_image,$(SDK_IMAGE)) $(if $(SDK_IMAGE),--sdk_location=container) \
+	$(foreach e,$(subst $(comma), ,$(EXPERIMENTS)),--experiments=$(e))
+comma := ,
+RUN_OPTS = $(if $(filter DirectRunner,$(RUNNER)),--workers $(WORKERS),--runner $(RUNNER))
+BEAM_PASS = $(strip $(if $(filter DirectRunner,$(RUNNER)),,$(DATAFLOW_OPTS)) $(BEAM_ARGS))
+
+.PHONY: build-region build-all test bench clean-venv
 
 # The virtualenv is (re)made when pyproject.toml changes; stamps record what is installed.
 $(VENV)/.run-deps: pyproject.toml
@@ -20,7 +43,14 @@ $(VENV)/.test-deps: $(VENV)/.run-deps
 	@touch $@
 
 build-region: $(VENV)/.run-deps
-	$(PY) -m corebuild build --region $(REGION) --output $(OUT) --workers $(WORKERS) $(ARGS)
+	$(PY) -m corebuild build --region $(REGION) --output $(OUT) $(RUN_OPTS) $(ARGS) $(if $(BEAM_PASS),-- $(BEAM_PASS))
+
+# Every region (the 225; not demo), one pipeline each: `make -j8 build-all RUNNER=DataflowRunner ...`
+# keeps eight Dataflow jobs running. Each build resumes where it stopped, so rerun after a failure.
+build-all: $(addprefix build-region-,$(REGIONS))
+
+build-region-%: $(VENV)/.run-deps
+	$(PY) -m corebuild build --region $* --output $(OUT) $(RUN_OPTS) $(ARGS) $(if $(BEAM_PASS),-- $(BEAM_PASS))
 
 test: $(VENV)/.test-deps
 	$(PY) -m pytest -q

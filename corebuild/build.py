@@ -113,6 +113,18 @@ def preflight(cfg: BuildConfig, region: Region) -> dict[str, Any]:
     """Fail before any work starts, with one clear message, on what would fail every record.
     Returns the model ids the build will record."""
     prompt = load_prompt(cfg.describe.prompts_dir, cfg.describe.prompt_id)
+    if not cfg.runner.local:
+        # Workers on another runner hold the weights (worker image) and read keys (Secret
+        # Manager) there; this machine checks the prompt and config, then records the ids asked for.
+        s = cfg.segment
+        return {
+            "ocr": f"{cfg.ocr.backend}:(loaded on workers)",
+            "segmentation": f"{s.backend}:{s.model_type}" if s.backend != "off" else None,
+            "mask_labels": f"{s.labeler}" if s.backend != "off" and s.labeler != "off" else None,
+            "describer": f"{cfg.describe.backend}:{cfg.describe.model or cfg.describe.backend}",
+            "prompt": {"id": prompt.id, "hash": prompt.hash},
+            "checked_on": "workers",
+        }
     if cfg.describe.backend == "vllm":
         describer_id = f"vllm:{cfg.describe.model}"  # the engine loads on the GPU workers, not here
     else:

@@ -31,12 +31,20 @@ def _build(args: argparse.Namespace) -> int:
     http = HttpConfig(rate_per_s=args.rate, concurrency=args.concurrency)
     mapillary = MapillaryConfig(base_url=args.mapillary_url) if args.mapillary_url else MapillaryConfig()
     local = LocalFolderConfig(root=args.local_folder or "")
+    secret_names = []
+    for item in args.secret:
+        env, sep, name = item.partition("=")
+        if not sep or not env or not name.startswith("projects/"):
+            raise CorebuildError(f"--secret wants ENV_NAME=projects/<project>/secrets/<name>[/versions/<v>], got {item.split('=', 1)[0]!r}=...")
+        secret_names.append((env, name))
     cfg = BuildConfig(
         region_id=args.region,
         output_dir=args.output,
         manifests_dir=args.manifests,
         sample=SampleConfig(seed=args.seed, min_spacing_m=args.min_spacing, limit=args.limit),
-        fetch=FetchConfig(streetview=street, aerial=aerial, http=http, mapillary=mapillary, local=local, cache_url=args.cache),
+        fetch=FetchConfig(
+            streetview=street, aerial=aerial, http=http, mapillary=mapillary, local=local, cache_url=args.cache, secret_names=tuple(secret_names)
+        ),
         street_provider=args.street_provider,
         aerial_preset=args.aerial_preset,
         map_preset=args.map_preset,
@@ -54,6 +62,7 @@ def _build(args: argparse.Namespace) -> int:
             base_url=args.llm_url or "",
             model=args.llm_model or "",
             api_key_env=args.llm_key_env,
+            api_key_secret=dict(secret_names).get(args.llm_key_env or "", ""),
             grounding=args.grounding,
             self_review=args.self_review,
         ),
@@ -206,6 +215,10 @@ def parser() -> argparse.ArgumentParser:
     b.add_argument("--mapillary-url", default=None, help="Mapillary Graph API base URL (default: graph.mapillary.com)")
     b.add_argument("--local-folder", default=None, help="folder of geotagged JPEGs for --street-provider local")
     b.add_argument("--cache", default=None, help="response cache (directory or gs://bucket/prefix): reruns do not refetch")
+    b.add_argument(
+        "--secret", action="append", default=[], metavar="ENV=projects/P/secrets/NAME",
+        help="read the key named by env var ENV from Secret Manager on the workers (Dataflow); repeatable",
+    )
     b.add_argument("--rate", type=float, default=0.0, help="requests/s per provider per worker (0: unlimited)")
     b.add_argument("--concurrency", type=int, default=16, help="HTTP requests in flight per worker")
     b.add_argument("beam_args", nargs="*", help="extra Beam pipeline options after --")

@@ -32,6 +32,14 @@ class RunnerConfig:
     direct_running_mode: str = "in_memory"  # or multi_processing (one process per worker)
     batch_size: int = 8  # records per fetch/OCR/describe batch
     extra_args: tuple[str, ...] = ()  # passed through to Beam's PipelineOptions
+    # Beam resource hint on the GPU stages (SAM segmentation, the in-process vLLM describer) so
+    # Dataflow right-fits them onto GPU workers; CPU stages carry none.
+    gpu_accelerator: str = "type:nvidia-l4;count:1;install-nvidia-driver"
+
+    @property
+    def local(self) -> bool:
+        """Workers run on this machine (models, weights and keys are checked here first)."""
+        return self.runner in ("DirectRunner", "direct", "PrismRunner", "prism")
 
     def pipeline_args(self) -> list[str]:
         args = [f"--runner={self.runner}"]
@@ -75,6 +83,8 @@ class BuildConfig:
         for k in ("output_dir", "runner", "manifests_dir"):
             d.pop(k)
         d["fetch"].pop("cache_url")  # a cache changes speed, not rows
+        d["fetch"].pop("secret_names")  # where keys come from changes no row
+        d["describe"].pop("api_key_secret")
         if self.imagery == "synthetic":
             f = d["fetch"]
             f["streetview"]["base_url"] = f["mapillary"]["base_url"] = "synthetic"

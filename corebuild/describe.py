@@ -24,6 +24,7 @@ class DescribeConfig:
     base_url: str = ""  # e.g. http://127.0.0.1:8000 (the /v1/chat/completions server)
     model: str = ""
     api_key_env: Optional[str] = None  # env var with a bearer token, if the endpoint needs one
+    api_key_secret: str = ""  # or a Secret Manager resource name for it (Dataflow workers)
     concurrency: int = 32  # requests in flight per worker
     timeout_s: float = 120.0
     attempts: int = 4

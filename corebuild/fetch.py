@@ -33,6 +33,12 @@ class FetchConfig:
     mapillary: MapillaryConfig = field(default_factory=MapillaryConfig)
     local: LocalFolderConfig = field(default_factory=LocalFolderConfig)
     cache_url: Optional[str] = None  # content-addressed response cache: a directory or gs://bucket/prefix
+    # Env var name -> Secret Manager resource name, for workers that have no such env (Dataflow).
+    # Names a secret, never holds one (corebuild.secrets).
+    secret_names: tuple[tuple[str, str], ...] = ()
+
+    def secret_name(self, env_name: str) -> str:
+        return dict(self.secret_names).get(env_name, "")
 
 
 def _internal(rec: Record, stage: str, exc: Exception) -> Record:
@@ -131,7 +137,7 @@ class Fetcher:
         try:
             street = STREET_PROVIDERS[self.cfg.street_provider](self.cfg, self._client(session))
             aerial = AERIAL_PROVIDERS[self.cfg.aerial_provider](self.cfg, self._client(session))
-            self.map = xyz_tiles(self.cfg.map, self._client(session), "map") if self.cfg.map else None
+            self.map = xyz_tiles(self.cfg.map, self._client(session), "map", self.cfg.secret_name(self.cfg.map.api_key_env or "")) if self.cfg.map else None
         except BaseException:
             await session.close()
             raise

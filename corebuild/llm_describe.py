@@ -154,7 +154,7 @@ class OpenAIDescriber:
         if self.prompt.body.get("kind") != "chat":
             raise ConfigError(f"prompt set {cfg.prompt_id!r} is not a chat prompt (kind={self.prompt.body.get('kind')!r})")
         self.model_id = cfg.model
-        self._headers = {"Authorization": f"Bearer {resolve_secret(cfg.api_key_env, 'the describer endpoint')}"} if cfg.api_key_env else {}
+        self._headers = {"Authorization": f"Bearer {resolve_secret(cfg.api_key_env, 'the describer endpoint', cfg.api_key_secret)}"} if cfg.api_key_env else {}
         self.sampling = dict(self.prompt.body.get("sampling", {}))
         self._loop = LoopThread("corebuild-describe")
         self._session, self._http = self._loop.run(self._open())

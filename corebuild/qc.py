@@ -13,7 +13,9 @@ from typing import Iterable
 
 from .record import Record
 
-_QUOTED = re.compile(r"[\"“”]([^\"“”]{2,80})[\"“”]")
+# Quotes pair up left to right whatever their content's length: a length limit inside the pattern
+# would let a one-character sign shift the pairing and quote the prose between two signs.
+_QUOTED = re.compile(r"[\"“”]([^\"“”]*)[\"“”]")
 
 
 def _norm(text: str) -> str:
@@ -37,7 +39,7 @@ def claimed_signs(rec: Record) -> list[str]:
     """Text the description presents as written: the answer's `signs` and quoted phrases."""
     d = rec.description
     claims = list(json.loads(d.parts).get("signs", [])) if d and d.parts else []
-    claims += _QUOTED.findall(d.text) if d else []
+    claims += [q for q in _QUOTED.findall(d.text) if 2 <= len(q.strip()) <= 80] if d else []
     seen, out = set(), []
     for c in claims:
         if c not in seen:

@@ -179,13 +179,31 @@ class CaptureDoFn(_FetchDoFn):
         yield key, out
 
 
-class EvidenceDoFn(beam.DoFn):
+class OcrDoFn(beam.DoFn):
     def __init__(self, cfg: BuildConfig, ocr_groups: list[list[str]]):
         self.cfg, self.ocr_groups = cfg, ocr_groups
 
     def setup(self):
-        # Once per worker: the ONNX/torch sessions are the cost.
-        self.engine = load_ocr(self.cfg.ocr, self.ocr_groups)
+        self.engine = load_ocr(self.cfg.ocr, self.ocr_groups)  # once per worker: the ONNX/torch sessions are the cost
+
+    def process(self, unit):
+        key, records = unit
+        out = []
+        for rec in records:
+            try:
+                out.append(ocr_record(rec, self.engine, self.cfg.ocr))
+            except Exception as exc:
+                out.extend(_fail_batch([rec], "evidence", exc))
+        yield key, out
+
+
+class SegmentDoFn(beam.DoFn):
+    """Open-world masks and their labels: a GPU stage of its own, so Dataflow can right-fit it."""
+
+    def __init__(self, cfg: BuildConfig):
+        self.cfg = cfg
+
+    def setup(self):
         self.segmenter = load_segmenter(self.cfg.segment)
         self.labeler = load_labeler(self.cfg.segment) if self.segmenter else None
 
@@ -194,10 +212,7 @@ class EvidenceDoFn(beam.DoFn):
         out = []
         for rec in records:
             try:
-                rec = ocr_record(rec, self.engine, self.cfg.ocr)
-                if self.segmenter is not None:
-                    rec = segment_record(rec, self.segmenter, self.labeler, self.cfg.segment)
-                out.append(rec)
+                out.append(segment_record(rec, self.segmenter, self.labeler, self.cfg.segment))
             except Exception as exc:
                 out.extend(_fail_batch([rec], "evidence", exc))
         yield key, out
@@ -292,11 +307,14 @@ def build_pipeline(p: beam.Pipeline, cfg: BuildConfig, region: Region, stamp: Ru
         | "Units" >> beam.GroupByKey()
         | "UnitList" >> beam.MapTuple(lambda key, recs: (key, list(recs)))
     )
+    gpu = {"accelerator": cfg.runner.gpu_accelerator} if cfg.runner.gpu_accelerator else {}
     records = (
         units
         | "Capture" >> beam.ParDo(CaptureDoFn(cfg))
-        | "Evidence" >> beam.ParDo(EvidenceDoFn(cfg, [list(g) for g in region.ocr_languages]))
+        | "OCR" >> beam.ParDo(OcrDoFn(cfg, [list(g) for g in region.ocr_languages]))
     )
+    if cfg.segment.backend != "off":
+        records = records | "Segment" >> beam.ParDo(SegmentDoFn(cfg)).with_resource_hints(**gpu)
     if cfg.describe.backend == "vllm":  # in-process GPU engine: Beam's RunInference batches it
         from apache_beam.ml.inference.base import RunInference
 
@@ -305,7 +323,7 @@ def build_pipeline(p: beam.Pipeline, cfg: BuildConfig, region: Region, stamp: Ru
         records = (
             records
             | "Unbatch" >> beam.FlatMap(lambda unit: unit[1])
-            | "Describe" >> RunInference(VllmDescribeHandler(cfg.describe, context))
+            | "Describe" >> RunInference(VllmDescribeHandler(cfg.describe, context)).with_resource_hints(**gpu)
             | "Described" >> beam.Map(lambda result: finish_record(result.inference, cfg))
             | "UnitKeyAgain" >> beam.Map(lambda r: ((r.region_id, unit_of(r.point_index, n)), r))
             | "UnitsAgain" >> beam.GroupByKey()

@@ -21,6 +21,13 @@ def test_claims_come_from_the_signs_list_and_quotes():
     assert claimed_signs(rec) == ["LUNA CAFE", "ZEN GYM", "NOVA BANK"]
 
 
+def test_a_one_character_sign_does_not_shift_the_quote_pairing():
+    # Seen in the demo: "7" then "BAKERY" made the prose between them a claimed sign.
+    rec = _rec('Facing north: a sign reading "7" ahead, a sign reading "BAKERY" on the right.', [], [("7", None), ("BAKERY", None)])
+    assert claimed_signs(rec) == ["BAKERY"]
+    assert not check_grounding(rec, "fail").failed
+
+
 def test_hallucinated_sign_text_fails_the_row_or_is_removed():
     text = 'A red building on the left. A sign reads "LUNA CAFE". A sign reads "GRAND HOTEL". Trees line the street.'
     ocr = [("LUNA CAFE", None), ("TAXI 5", "on_car")]

@@ -35,22 +35,22 @@ class AerialProvider(Protocol):
 
 def _google(cfg, http: HttpClient) -> StreetProvider:
     sv = cfg.streetview
-    key = resolve_secret(sv.api_key_env, "Google Street View")
-    secret = resolve_secret(sv.signing_secret_env, "Street View URL signing") if sv.signing_secret_env else None
+    key = resolve_secret(sv.api_key_env, "Google Street View", cfg.secret_name(sv.api_key_env))
+    secret = resolve_secret(sv.signing_secret_env, "Street View URL signing", cfg.secret_name(sv.signing_secret_env)) if sv.signing_secret_env else None
     return GoogleStreetView(http, sv, key, secret)
 
 
 # name -> factory(FetchConfig, HttpClient)
 STREET_PROVIDERS: dict[str, Callable[..., StreetProvider]] = {"google_streetview": _google}
-STREET_PROVIDERS["mapillary"] = lambda cfg, http: Mapillary(http, cfg.mapillary, resolve_secret(cfg.mapillary.token_env, "Mapillary"))
+STREET_PROVIDERS["mapillary"] = lambda cfg, http: Mapillary(http, cfg.mapillary, resolve_secret(cfg.mapillary.token_env, "Mapillary", cfg.secret_name(cfg.mapillary.token_env)))
 STREET_PROVIDERS["local"] = lambda cfg, http: LocalFolder(cfg.local)
 
 
-def xyz_tiles(acfg: AerialConfig, http: HttpClient, stage: str) -> XYZTiles:
-    key = resolve_secret(acfg.api_key_env, f"{stage} tiles ({acfg.provider_name})") if acfg.api_key_env else ""
+def xyz_tiles(acfg: AerialConfig, http: HttpClient, stage: str, secret_name: str = "") -> XYZTiles:
+    key = resolve_secret(acfg.api_key_env, f"{stage} tiles ({acfg.provider_name})", secret_name) if acfg.api_key_env else ""
     return XYZTiles(http, acfg, key, stage)
 
 
-AERIAL_PROVIDERS: dict[str, Callable[..., AerialProvider]] = {"xyz": lambda cfg, http: xyz_tiles(cfg.aerial, http, "aerial")}
+AERIAL_PROVIDERS: dict[str, Callable[..., AerialProvider]] = {"xyz": lambda cfg, http: xyz_tiles(cfg.aerial, http, "aerial", cfg.secret_name(cfg.aerial.api_key_env or ""))}
 
 __all__ = ["AERIAL_PRESETS", "AERIAL_PROVIDERS", "STREET_PROVIDERS", "AerialConfig", "HttpClient", "HttpConfig", "StreetViewConfig"]
