@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import math
 import os
 import sys
 
@@ -21,8 +22,10 @@ def _build(args: argparse.Namespace) -> int:
     from .fetch import FetchConfig
     from .describe import DescribeConfig
     from .sample import SampleConfig
+    from .secrets import parse_resource_name
     from .segment import SegmentConfig
 
+    _check_numbers(args)
     workers = max(1, args.workers)
     # Each worker runs its own OCR sessions: share the cores instead of oversubscribing them.
     ocr_threads = args.ocr_threads if args.ocr_threads is not None else (max(1, (os.cpu_count() or 1) // workers) if workers > 1 else 0)
@@ -36,6 +39,7 @@ def _build(args: argparse.Namespace) -> int:
         env, sep, name = item.partition("=")
         if not sep or not env or not name.startswith("projects/"):
             raise CorebuildError(f"--secret wants ENV_NAME=projects/<project>/secrets/<name>[/versions/<v>], got {item.split('=', 1)[0]!r}=...")
+        parse_resource_name(name, f"--secret {env!r}", "--secret")  # malformed names fail here, not on the workers
         secret_names.append((env, name))
     cfg = BuildConfig(
         region_id=args.region,
@@ -74,11 +78,26 @@ def _build(args: argparse.Namespace) -> int:
             extra_args=tuple(args.beam_args),
         ),
     )
-    if args.unit_points < 1 or args.shard_mb <= 0:
-        raise CorebuildError("--unit-points must be >= 1 and --shard-mb > 0")
     result = run_build(cfg, overwrite=args.overwrite, progress=not args.no_progress)
     print(result.summary)
     return 0
+
+
+def _check_numbers(args: argparse.Namespace) -> None:
+    """Numeric flags out of range (argparse reads "nan", "inf" and negatives as numbers) fail here, by name."""
+    finite = math.isfinite
+    checks = (
+        ("--unit-points", args.unit_points, args.unit_points >= 1, ">= 1"),
+        ("--shard-mb", args.shard_mb, finite(args.shard_mb * 1024 * 1024) and args.shard_mb * 1024 * 1024 >= 1, "a finite size of at least 1 byte"),
+        ("--min-spacing", args.min_spacing, finite(args.min_spacing) and args.min_spacing >= 0, "a finite distance >= 0"),
+        ("--limit", args.limit, args.limit is None or args.limit >= 0, ">= 0"),
+        ("--rate", args.rate, finite(args.rate) and args.rate >= 0, "a finite rate >= 0 (0: unlimited)"),
+        ("--concurrency", args.concurrency, args.concurrency >= 1, ">= 1"),
+        ("--ocr-threads", args.ocr_threads, args.ocr_threads is None or args.ocr_threads >= 0, ">= 0 (0: all cores)"),
+    )
+    for flag, value, ok, want in checks:
+        if not ok:
+            raise CorebuildError(f"{flag} must be {want}, got {value}")
 
 
 def _serve(args: argparse.Namespace) -> int:

@@ -7,10 +7,15 @@ class CorebuildError(Exception):
     """Base for errors that are the user's to fix (bad input, missing files): no traceback."""
 
 
+def one_line(text: str) -> str:
+    """`text` with control characters (newlines included) escaped: one line of output."""
+    return text if text.isprintable() else "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+
+
 class ManifestError(CorebuildError):
     def __init__(self, path: str, field: str, message: str):
         self.path, self.field = path, field
-        super().__init__(f"{path}: {field}: {message}")
+        super().__init__(one_line(f"{path}: {field}: {message}"))
 
 
 class ConfigError(CorebuildError):

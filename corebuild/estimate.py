@@ -381,8 +381,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def main(args: argparse.Namespace) -> int:
     a = with_gpu(Assumptions(), args.gpu_type)
     if args.gpu_tokens_per_s is not None:
-        if args.gpu_tokens_per_s <= 0:
-            raise ConfigError("--gpu-tokens-per-s must be positive")
+        if not (math.isfinite(args.gpu_tokens_per_s) and 1e-3 <= args.gpu_tokens_per_s <= 1e9):
+            raise ConfigError(f"--gpu-tokens-per-s must be a finite rate between 0.001 and 1e9, got {args.gpu_tokens_per_s!r}")
         a = dataclasses.replace(a, gpu_tokens_per_s=args.gpu_tokens_per_s)
     regions = select_regions(args.regions, args.manifests)
     res = estimate(regions, args.street_provider, args.describer, args.segment == "sam", a, args.aerial_preset, args.map_preset)

@@ -27,6 +27,7 @@ KNOWN_FIELDS = frozenset(
     {"id", "name", "country", "continent", "polygon", "ocr_languages", "ocr_languages_unsupported", "quota", "imagery", "synthetic_world", "providers", "source", "notes"}
 )
 MAX_ABS_LAT = 89.5
+MAX_QUOTA = 1_000_000  # points per region; far above any real region, and float-safe downstream
 
 
 @dataclass(frozen=True)
@@ -70,9 +71,27 @@ def _require(doc: dict, key: str, kind: type | tuple, path: str) -> Any:
     return value
 
 
+def _coordinates_problem(rings: Any) -> Optional[str]:
+    """Why `rings` is not a list of rings of [lon, lat] (or [lon, lat, z]) finite numbers, or None."""
+    if not isinstance(rings, list):
+        return 'expected "coordinates": a list of rings, each a list of [lon, lat] positions'
+    for i, ring in enumerate(rings):
+        if not isinstance(ring, list):
+            return f"coordinates[{i}]: expected a list of [lon, lat] positions"
+        for j, pos in enumerate(ring):
+            if not (isinstance(pos, list) and len(pos) in (2, 3) and all(type(v) in (int, float) for v in pos)):
+                return f"coordinates[{i}][{j}]: expected [lon, lat] numbers"
+            if not all(abs(v) <= 1e9 for v in pos):  # False for NaN, ±inf and huge integers
+                return f"coordinates[{i}][{j}]: not a finite number within range"
+    return None
+
+
 def parse_polygon(value: Any, path: str) -> Polygon:
     if not isinstance(value, dict) or value.get("type") != "Polygon":
         raise ManifestError(path, "polygon", 'expected a GeoJSON object with "type": "Polygon"')
+    problem = _coordinates_problem(value.get("coordinates"))
+    if problem:
+        raise ManifestError(path, "polygon", problem)
     try:
         poly = shape(value)
     except Exception as exc:  # shapely raises several kinds for malformed coordinates
@@ -100,7 +119,7 @@ def parse_region(doc: Any, path: str) -> Region:
     if unknown:
         raise ManifestError(path, unknown[0], f"unknown field (known: {', '.join(sorted(KNOWN_FIELDS))})")
     rid = _require(doc, "id", str, path)
-    if not _ID_RE.match(rid):
+    if not _ID_RE.fullmatch(rid):
         raise ManifestError(path, "id", f"{rid!r} is not a safe slug (a-z, 0-9, '-', '_')")
     name = _require(doc, "name", str, path)
     country = _require(doc, "country", str, path)
@@ -130,15 +149,18 @@ def parse_region(doc: Any, path: str) -> Region:
     quota = _require(doc, "quota", int, path)
     if quota <= 0:
         raise ManifestError(path, "quota", f"must be positive, got {quota}")
+    if quota > MAX_QUOTA:
+        raise ManifestError(path, "quota", f"at most {MAX_QUOTA} points per region (split a bigger area into several regions)")
     imagery = doc.get("imagery", "providers")
     if imagery not in IMAGERY_SOURCES:
         raise ManifestError(path, "imagery", f"{imagery!r} not one of {IMAGERY_SOURCES}")
     world = None
     if imagery == "synthetic":
         spec = doc.get("synthetic_world", {})
-        if not isinstance(spec, dict) or not isinstance(spec.get("seed", 0), int):
-            raise ManifestError(path, "synthetic_world", 'expected {"seed": <int>}')
-        world = SyntheticWorldSpec(seed=spec.get("seed", 0))
+        seed = spec.get("seed", 0) if isinstance(spec, dict) else None
+        if type(seed) is not int or seed < 0:
+            raise ManifestError(path, "synthetic_world", 'expected {"seed": <int >= 0>}')
+        world = SyntheticWorldSpec(seed=seed)
     providers = doc.get("providers", {})
     if not isinstance(providers, dict):
         raise ManifestError(path, "providers", "expected an object")
@@ -146,7 +168,7 @@ def parse_region(doc: Any, path: str) -> Region:
     for key, value in providers.items():
         if key not in known:
             raise ManifestError(path, f"providers.{key}", f"unknown key (known: {', '.join(sorted(known))})")
-        if value not in known[key]:
+        if not isinstance(value, str) or value not in known[key]:
             raise ManifestError(path, f"providers.{key}", f"{value!r} is not one of {', '.join(sorted(known[key]))}")
     region = Region(
         id=rid,
@@ -204,7 +226,7 @@ def load_all(manifests_dir: str | Path) -> tuple[list[Region], list[str]]:
 
 
 def load_region(region_id: str, manifests_dir: str | Path) -> Region:
-    if not _ID_RE.match(region_id):
+    if not isinstance(region_id, str) or not _ID_RE.fullmatch(region_id):
         raise ManifestError(str(region_id), "id", "not a safe region id (a-z, 0-9, '-', '_')")
     path = Path(manifests_dir) / f"{region_id}.json"
     if not path.is_file():
@@ -215,6 +237,12 @@ def load_region(region_id: str, manifests_dir: str | Path) -> Region:
         doc = json.loads(path.read_text(encoding="utf-8"))
     except json.JSONDecodeError as exc:
         raise ManifestError(str(path), "<json>", f"line {exc.lineno} column {exc.colno}: {exc.msg}") from None
+    except UnicodeDecodeError as exc:
+        raise ManifestError(str(path), "<json>", f"not UTF-8 text (byte {exc.start})") from None
+    except RecursionError:
+        raise ManifestError(str(path), "<json>", "nested too deeply") from None
+    except ValueError as exc:  # e.g. an integer with more digits than Python converts
+        raise ManifestError(str(path), "<json>", str(exc)) from None
     region = parse_region(doc, str(path))
     if region.id != region_id:
         raise ManifestError(str(path), "id", f"{region.id!r} does not match file name {region_id!r}")

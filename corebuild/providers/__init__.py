@@ -43,7 +43,7 @@ def _google(cfg, http: HttpClient) -> StreetProvider:
 # name -> factory(FetchConfig, HttpClient)
 STREET_PROVIDERS: dict[str, Callable[..., StreetProvider]] = {"google_streetview": _google}
 STREET_PROVIDERS["mapillary"] = lambda cfg, http: Mapillary(http, cfg.mapillary, resolve_secret(cfg.mapillary.token_env, "Mapillary", cfg.secret_name(cfg.mapillary.token_env)))
-STREET_PROVIDERS["local"] = lambda cfg, http: LocalFolder(cfg.local)
+STREET_PROVIDERS["local"] = lambda cfg, http: LocalFolder(cfg.local, cfg.http.image_limits)
 
 
 def xyz_tiles(acfg: AerialConfig, http: HttpClient, stage: str, secret_name: str = "") -> XYZTiles:

@@ -148,10 +148,11 @@ class XYZTiles:
     async def _tile(self, tile: mercantile.Tile) -> tuple[Image.Image, bool]:
         """The tile and whether it is blank ("no imagery")."""
         where = f"tile {tile.z}/{tile.x}/{tile.y}"
-        res = await self.http.get(tile_url(self.cfg.url_template, tile, self.cfg.subdomains, self._key), {}, self.stage)
+        limits = self.http.cfg.image_limits
+        res = await self.http.get(tile_url(self.cfg.url_template, tile, self.cfg.subdomains, self._key), {}, self.stage, max_image_bytes=limits.max_bytes)
         if res.status != 200:
             raise StageError(f"{self.stage}.http_{res.status}", f"{where} answered HTTP {res.status}")
-        img = decode_image(res.body, self.stage, where)
+        img = decode_image(res.body, self.stage, where, limits)
         if img.size != (self.cfg.tile_size, self.cfg.tile_size):
             raise StageError(f"{self.stage}.bad_image", f"{where} is {img.size}, expected {self.cfg.tile_size} px")
         blank = is_placeholder(res.body, self.cfg.placeholder_sha256) or is_uniform(img)

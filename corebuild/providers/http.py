@@ -6,7 +6,6 @@ message or a log.
 from __future__ import annotations
 
 import asyncio
-import io
 import re
 from dataclasses import dataclass
 from typing import Mapping, Optional, Protocol
@@ -18,10 +17,11 @@ from PIL import Image
 from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_attempt, wait_exponential_jitter
 
 from ..errors import StageError
+from ..images import DEFAULT_MAX_BYTES, DEFAULT_MAX_PIXELS, ImageLimits, ImageRejected, ImageTooLarge, open_image
 
 RETRYABLE_STATUS = frozenset({429, 500, 502, 503, 504})
 SECRET_PARAMS = frozenset({"key", "signature", "client", "access_token", "token", "apikey", "api_key"})
-MAX_IMAGE_PIXELS = 40_000_000  # decompression-bomb guard for provider images
+_CHUNK = 64 * 1024
 
 
 @dataclass(frozen=True)
@@ -32,6 +32,19 @@ class HttpConfig:
     attempts: int = 4
     backoff_initial_s: float = 0.5
     backoff_max_s: float = 30.0
+    # Decompression-bomb guards for every provider image, local photos included (see
+    # corebuild.images for why 64 MP: camera originals fit, a bomb does not). Pillow's own
+    # threshold (~89.5 MP) stays a ceiling: raising max_image_pixels past it has no effect.
+    max_image_pixels: int = DEFAULT_MAX_PIXELS
+    # Encoded size of one image: a body past this is cut off while it downloads.
+    max_image_bytes: int = DEFAULT_MAX_BYTES
+
+    def __post_init__(self) -> None:
+        _ = self.image_limits  # validates: ConfigError on a limit that is not a positive integer
+
+    @property
+    def image_limits(self) -> ImageLimits:
+        return ImageLimits(max_pixels=self.max_image_pixels, max_bytes=self.max_image_bytes)
 
 
 def redact_url(url: str) -> str:
@@ -132,9 +145,12 @@ class HttpClient:
         headers: Optional[Mapping[str, str]] = None,
         cacheable: bool = True,
         cache_key: Optional[str] = None,
+        max_image_bytes: Optional[int] = None,
     ) -> HttpResult:
         """`cache_key` replaces the URL as the cache key where the URL is not stable (pre-signed
-        CDN links expire, but the image they point to does not change)."""
+        CDN links expire, but the image they point to does not change). `max_image_bytes`: this
+        GET fetches an image; a body past it fails as `<stage>.image_too_large` without being
+        read to the end (cache hits are checked when decoded, by `decode_image`)."""
         use_cache = cacheable and self.cache is not None
         if use_cache:
             key = cache_key or redact_url(f"{url}?{urlencode(sorted(params.items()), safe=',|')}" if params else url)
@@ -142,7 +158,7 @@ class HttpClient:
             if body is not None:
                 self.cache_hits += 1
                 return HttpResult(200, body, "", cached=True)
-        res = await http_get(self.session, url, params, self.cfg, stage, headers, self.limiter, self._retry)
+        res = await http_get(self.session, url, params, self.cfg, stage, headers, self.limiter, self._retry, max_image_bytes=max_image_bytes)
         self.requests += 1
         if use_cache and res.status == 200:
             await self.cache.put(key, res.body)
@@ -166,12 +182,14 @@ async def http_get(
     retry: Optional[dict] = None,
     method: str = "GET",
     json_body: Optional[dict] = None,
+    max_image_bytes: Optional[int] = None,
 ) -> HttpResult:
     """GET with retries on connection errors, timeouts, 429 and 5xx.
 
     Returns the final response for the caller to interpret (4xx are answers, not retried).
     Raises StageError(`<stage>.unreachable` / `.timeout` / `.http_<code>`) when retries run out.
-    Every attempt, retries included, takes a token from `limiter` first.
+    Every attempt, retries included, takes a token from `limiter` first. With `max_image_bytes`,
+    a body (declared or received) past it raises StageError(`<stage>.image_too_large`), not retried.
     """
     def safe() -> str:  # redacted URL, only built when a message needs it
         return redact_url(f"{url}?{urlencode(params, safe=',|')}" if params else url)
@@ -182,7 +200,7 @@ async def http_get(
         if limiter is not None:
             await limiter.acquire()
         async with session.request(method, url, params=params, json=json_body, headers=headers, timeout=timeout) as resp:
-            body = await resp.read()
+            body = await resp.read() if max_image_bytes is None else await _read_capped(resp, max_image_bytes)
             if resp.status in RETRYABLE_STATUS:
                 raise RetryableHTTPError(resp.status, safe(), _retry_after(resp.headers))
             return HttpResult(resp.status, body, resp.headers.get("Content-Type", ""))
@@ -193,6 +211,8 @@ async def http_get(
                 return await once()
     except RetryableHTTPError as exc:
         raise StageError(f"{stage}.http_{exc.status}", f"{exc} after {cfg.attempts} attempts") from None
+    except _BodyTooLarge as exc:
+        raise StageError(f"{stage}.image_too_large", f"image from {safe()} {exc} (limit {max_image_bytes:,} bytes, fetch.http.max_image_bytes)") from None
     except asyncio.TimeoutError:
         raise StageError(f"{stage}.timeout", f"no answer from {safe()} within {cfg.timeout_s:g} s ({cfg.attempts} attempts)") from None
     except (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError) as exc:
@@ -201,15 +221,31 @@ async def http_get(
     raise AssertionError("unreachable")  # AsyncRetrying either returns or raises
 
 
-def decode_image(body: bytes, stage: str, what: str) -> Image.Image:
-    """Fully decode an image (a truncated body fails here, not later) with a pixel limit."""
+class _BodyTooLarge(Exception):
+    """A body past max_image_bytes (not retried: the next answer would be the same)."""
+
+
+async def _read_capped(resp: aiohttp.ClientResponse, max_bytes: int) -> bytes:
+    """The body, read in chunks and abandoned past max_bytes (decompressed size, so a gzip
+    Content-Encoding cannot smuggle more). A Content-Length over it is refused unread."""
+    if resp.content_length is not None and resp.content_length > max_bytes:
+        raise _BodyTooLarge(f"declares {resp.content_length:,} bytes")
+    buf = bytearray()
+    async for chunk in resp.content.iter_chunked(_CHUNK):
+        buf += chunk
+        if len(buf) > max_bytes:
+            raise _BodyTooLarge(f"was cut off after {len(buf):,} bytes")
+    return bytes(buf)
+
+
+def decode_image(body: bytes, stage: str, what: str, limits: ImageLimits) -> Image.Image:
+    """Fully decode a provider image (a truncated body fails here, not later) within `limits`
+    (corebuild.images.open_image). Failures: `<stage>.image_too_large` (bytes, pixels, or
+    Pillow's bomb guard) and `<stage>.bad_image` (not an image, truncated, corrupt)."""
     try:
-        img = Image.open(io.BytesIO(body))
-        if img.width * img.height > MAX_IMAGE_PIXELS:
-            raise StageError(f"{stage}.image_too_large", f"{what}: {img.width}x{img.height} exceeds {MAX_IMAGE_PIXELS} pixels")
-        img.load()
-    except StageError:
-        raise
-    except Exception as exc:
-        raise StageError(f"{stage}.bad_image", f"{what} does not decode: {type(exc).__name__}: {exc}") from None
-    return img
+        return open_image(body, max_pixels=limits.max_pixels, max_bytes=limits.max_bytes, what=what)
+    except ImageTooLarge as exc:
+        hint = f" (fetch.http.max_image_{exc.limit})" if exc.limit in ("bytes", "pixels") else ""
+        raise StageError(f"{stage}.image_too_large", f"{exc}{hint}") from None
+    except ImageRejected as exc:
+        raise StageError(f"{stage}.bad_image", str(exc)) from None

@@ -1,9 +1,11 @@
 """Street-level images from a local folder of geotagged JPEGs (EXIF GPS), no network.
 
 The folder is indexed once per worker, on the first `locate`: EXIF headers only (no pixel
-decoding). The index is persisted as `<root>/.corebuild-index.json`, keyed by relative path with
-size and mtime, so other workers and later runs re-read only files that changed. Nearest
-neighbour search is a k-d tree over unit vectors on the sphere.
+decoding; what Pillow's decompression-bomb guard refuses to open at all is counted `too_large`
+and skipped). Photos are decoded within the configured limits when captured: an oversized one
+fails as `street.image_too_large`. The index is persisted as `<root>/.corebuild-index.json`,
+keyed by relative path with size and mtime, so other workers and later runs re-read only files
+that changed. Nearest neighbour search is a k-d tree over unit vectors on the sphere.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from scipy.spatial import cKDTree
 
 from ..errors import StageError
 from ..geo import distance_m
+from ..images import ImageLimits, bomb_warnings
 from ..record import StreetCapture, StreetLocation, StreetView
 from .http import decode_image
 
@@ -65,6 +68,7 @@ class IndexStats:
     geotagged: int = 0
     no_gps: int = 0  # skipped: no usable GPS position
     unreadable: int = 0  # skipped: not even the header opens
+    too_large: int = 0  # skipped: Pillow's decompression-bomb guard refuses even the header
     read: int = 0  # opened this time (new or changed); the rest came from the saved index
     saved: bool = False
 
@@ -95,8 +99,11 @@ def _month(value: Any) -> Optional[str]:
 
 def read_exif(path: Path) -> Optional[dict[str, Any]]:
     """{lat, lon, heading, date} from a JPEG's EXIF, or None without a usable GPS position.
-    Raises OSError (or PIL's errors) when the file does not open as an image."""
-    with Image.open(path) as img:  # lazy: reads the header and EXIF, not the pixels
+    Raises OSError (or PIL's errors: DecompressionBombError past twice Pillow's MAX_IMAGE_PIXELS)
+    when the file does not open as an image. Pixel limits are checked when the photo is captured."""
+    with bomb_warnings("ignore"):  # header and EXIF only: no pixels are decoded here
+        img = Image.open(path)
+    with img:
         exif = img.getexif()
         gps = exif.get_ifd(GPS_IFD)
         if not gps:
@@ -164,6 +171,9 @@ class FolderIndex:
                 entry = {"size": st.st_size, "mtime_ns": st.st_mtime_ns}
                 try:
                     meta = read_exif(path)
+                except Image.DecompressionBombError as exc:
+                    log.warning("local images: %s is skipped: %s", rel, exc)
+                    entry["too_large"] = True
                 except Exception as exc:  # any decoder error: this file is unusable, the folder is not
                     log.debug("local images: %s does not open: %s", rel, exc)
                     entry["unreadable"] = True
@@ -172,7 +182,9 @@ class FolderIndex:
             entries[rel] = entry
         photos = []
         for rel, e in entries.items():
-            if e.get("unreadable"):
+            if e.get("too_large"):
+                stats.too_large += 1
+            elif e.get("unreadable"):
                 stats.unreadable += 1
             elif e.get("lat") is None or e.get("lon") is None:
                 stats.no_gps += 1
@@ -181,8 +193,11 @@ class FolderIndex:
         stats.geotagged = len(photos)
         if entries != old and root.is_dir():
             stats.saved = _save_index(index_path, entries)
-        if stats.no_gps or stats.unreadable:
-            log.info("local images under %s: %d geotagged, %d without GPS, %d unreadable (skipped)", root, stats.geotagged, stats.no_gps, stats.unreadable)
+        if stats.no_gps or stats.unreadable or stats.too_large:
+            log.info(
+                "local images under %s: %d geotagged, %d without GPS, %d unreadable, %d too large (skipped)",
+                root, stats.geotagged, stats.no_gps, stats.unreadable, stats.too_large,
+            )
         return cls(root, photos, stats)
 
     def nearest(self, lat: float, lon: float, radius_m: float) -> Optional[tuple[Photo, float]]:
@@ -239,19 +254,27 @@ def _save_index(path: Path, entries: dict[str, dict[str, Any]]) -> bool:
         return False
 
 
-def _read_image(path: Path, rel: str) -> tuple[bytes, Image.Image]:
+def _read_image(path: Path, rel: str, limits: ImageLimits) -> tuple[bytes, Image.Image]:
+    """The file's bytes and its decoded image, within `limits`: a file over max_bytes is not read."""
+    what = f"local image {rel}"
     try:
-        body = path.read_bytes()
+        with open(path, "rb") as f:
+            size = os.fstat(f.fileno()).st_size
+            if size > limits.max_bytes:
+                raise StageError("street.image_too_large", f"{what} is {size:,} bytes, over the limit of {limits.max_bytes:,} bytes (fetch.http.max_image_bytes)")
+            body = f.read(limits.max_bytes + 1)  # grown since fstat: still cut off, and refused below
     except OSError as exc:
-        raise StageError("street.unreadable", f"local image {rel} cannot be read: {exc.strerror or exc}") from None
-    return body, decode_image(body, "street", f"local image {rel}")
+        raise StageError("street.unreadable", f"{what} cannot be read: {exc.strerror or exc}") from None
+    return body, decode_image(body, "street", what, limits)
 
 
 class LocalFolder:
+    """`limits`: the decode limits every provider image gets (FetchConfig.http.image_limits)."""
+
     name = "local"
 
-    def __init__(self, cfg: LocalFolderConfig):
-        self.cfg = cfg
+    def __init__(self, cfg: LocalFolderConfig, limits: ImageLimits = ImageLimits()):
+        self.cfg, self.limits = cfg, limits
         self.root = Path(cfg.root).expanduser()
         self._index: Optional[FolderIndex] = None
         self._lock = asyncio.Lock()
@@ -270,7 +293,11 @@ class LocalFolder:
         idx = await self.index()
         if not idx.photos:
             s = idx.stats
-            why = "does not exist" if not self.root.is_dir() else f"has no geotagged JPEGs ({s.files} JPEGs, {s.no_gps} without GPS, {s.unreadable} unreadable)"
+            why = (
+                "does not exist"
+                if not self.root.is_dir()
+                else f"has no geotagged JPEGs ({s.files} JPEGs, {s.no_gps} without GPS, {s.unreadable} unreadable, {s.too_large} too large)"
+            )
             raise StageError("street.no_local_images", f"local image folder {self.root} {why}")
         hit = idx.nearest(lat, lon, self.cfg.radius_m)
         if hit is None:
@@ -289,7 +316,7 @@ class LocalFolder:
 
     async def capture(self, location: StreetLocation) -> StreetCapture:
         rel = location.image_id
-        body, img = await asyncio.to_thread(_read_image, self.root / rel, rel)
+        body, img = await asyncio.to_thread(_read_image, self.root / rel, rel, self.limits)
         fmt = (img.format or "jpeg").lower()
         heading = location.heading if location.heading is not None else 0.0
         view = StreetView(heading, NOMINAL_FOV, 0.0, img.width, img.height, body, fmt)

@@ -167,10 +167,13 @@ class Mapillary:
         if not location.image_url:
             raise StageError("street.no_thumbnail", f"Mapillary image {location.image_id} has no thumbnail URL")
         # The CDN URL is pre-signed: no Authorization header (the token stays with graph.mapillary.com).
-        res = await self.http.get(location.image_url, {}, "street", cache_key=f"mapillary:{location.image_id}:{self.cfg.thumb_field}")
+        limits = self.http.cfg.image_limits
+        res = await self.http.get(
+            location.image_url, {}, "street", cache_key=f"mapillary:{location.image_id}:{self.cfg.thumb_field}", max_image_bytes=limits.max_bytes
+        )
         if res.status != 200:
             raise StageError(f"street.http_{res.status}", f"Mapillary thumbnail of image {location.image_id} answered HTTP {res.status}")
-        img = decode_image(res.body, "street", f"Mapillary thumbnail of image {location.image_id}")
+        img = decode_image(res.body, "street", f"Mapillary thumbnail of image {location.image_id}", limits)
         fmt = (img.format or "jpeg").lower()
         heading = location.heading if location.heading is not None else 0.0
         view = StreetView(heading, NOMINAL_FOV, 0.0, img.width, img.height, res.body, fmt)

@@ -98,10 +98,11 @@ class GoogleStreetView:
                 "return_error_code": "true",  # a 404 instead of the grey "no imagery" picture
             },
         )
-        res = await self.http.get(c.base_url.rstrip("/") + path, params, "street")
+        limits = self.http.cfg.image_limits
+        res = await self.http.get(c.base_url.rstrip("/") + path, params, "street", max_image_bytes=limits.max_bytes)
         if res.status != 200:
             raise StageError(f"street.http_{res.status}", f"Street View image (heading {heading:g}) answered HTTP {res.status}")
-        img = decode_image(res.body, "street", f"Street View image (heading {heading:g})")
+        img = decode_image(res.body, "street", f"Street View image (heading {heading:g})", limits)
         if is_mostly_flat(img):  # the grey "Sorry, we have no imagery here" picture
             raise StageError("street.no_imagery", f"Street View image at heading {heading:g} is the no-imagery placeholder")
         if img.size != (c.width, c.height):

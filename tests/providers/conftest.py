@@ -1,4 +1,5 @@
-"""A loopback server that misbehaves on purpose: 5xx, 429 with Retry-After, hangs, bad bodies."""
+"""A loopback server that misbehaves on purpose: 5xx, 429 with Retry-After, hangs, bad bodies,
+decompression bombs and endless bodies."""
 
 from __future__ import annotations
 
@@ -12,6 +13,8 @@ from aiohttp import web
 from PIL import Image
 
 from corebuild.aio import serve_app
+
+from tests.providers.bombs import IMAGE_KINDS, image_body, noise_jpeg, noise_png
 
 
 class FaultServer:
@@ -32,7 +35,44 @@ class FaultServer:
         app.router.add_get("/flaky-tile/{code}/{z}/{x}/{y}.png", self.flaky_tile)
         app.router.add_get("/truncated-tile/{z}/{x}/{y}.png", self.truncated_tile)
         app.router.add_get("/count/{z}/{x}/{y}.png", self.counted_tile)
+        app.router.add_get("/image/{kind}", self.image)
+        app.router.add_get("/image-tile/{kind}/{z}/{x}/{y}.png", self.image_tile)
+        app.router.add_get("/svimg/maps/api/streetview/metadata", self.svimg_metadata)
+        app.router.add_get("/svimg/maps/api/streetview", self.svimg_view)
         return app
+
+    async def _image(self, request, kind: str, ok: bytes, content_type: str):
+        self.hits[f"image:{kind}"] += 1
+        if kind != "endless":
+            return web.Response(body=image_body(kind, ok), content_type=content_type)
+        resp = web.StreamResponse(headers={"Content-Type": content_type})  # chunked: no Content-Length
+        await resp.prepare(request)
+        try:
+            for _ in range(3200):  # 200 MB at most, should nobody hang up
+                await resp.write(b"\xff" * 65536)
+        except (ConnectionError, asyncio.CancelledError):
+            self.hits["endless:hung_up"] += 1
+            raise
+        return resp
+
+    async def image(self, request):
+        return await self._image(request, request.match_info["kind"], noise_jpeg(96, 64), "image/jpeg")
+
+    async def image_tile(self, request):
+        x = int(request.match_info["x"])
+        return await self._image(request, request.match_info["kind"], noise_png(256, 256, seed=x), "image/png")
+
+    async def svimg_metadata(self, request):
+        """Street View metadata: OK everywhere; the panorama id is the image kind picked by the
+        latitude (IMAGE_KINDS[round(lat) - 1]), so one fetch can mix good and hostile images."""
+        lat, lon = (float(v) for v in request.query["location"].split(","))
+        kind = IMAGE_KINDS[round(lat) - 1]
+        return web.json_response({"status": "OK", "pano_id": kind, "location": {"lat": lat, "lng": lon}, "date": "2024-05"})
+
+    async def svimg_view(self, request):
+        w, h = (int(v) for v in request.query["size"].split("x"))
+        heading = int(float(request.query["heading"]))
+        return await self._image(request, request.query["pano"], noise_jpeg(w, h, seed=heading), "image/jpeg")
 
     async def flaky_post(self, request):
         """Fails `fails` times with 503, then echoes the JSON body."""

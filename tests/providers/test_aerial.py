@@ -14,6 +14,7 @@ from corebuild.geo import mercator_gsd
 from corebuild.providers.aerial import AerialConfig, XYZTiles, plan_crop, tile_url
 from corebuild.providers.http import HttpClient, HttpConfig
 from corebuild.synthetic.render import render_tile
+from tests.providers.bombs import BIG_BODY_BYTES, bomb_png
 
 
 @settings(max_examples=200, deadline=None)
@@ -108,3 +109,60 @@ def test_truncated_tile_is_a_bad_image(fault_server):
     with pytest.raises(StageError) as err:
         asyncio.run(go())
     assert err.value.reason == "aerial.bad_image"
+
+
+# ----- decode limits ---------------------------------------------------------------------------
+
+
+def _crop_from(url_template, http, stage="aerial", cache=None):
+    async def go():
+        async with aiohttp.ClientSession() as s:
+            return await XYZTiles(HttpClient(s, http, cache=cache), AerialConfig(url_template=url_template), stage=stage).crop(47.0, 8.0)
+
+    return asyncio.run(go())
+
+
+@pytest.mark.parametrize(
+    "kind, reason",
+    [
+        ("bomb", "image_too_large"),  # 20000x20000 PNG in ~48 KB
+        ("pixels", "image_too_large"),  # 9000x9000 PNG in ~10 KB
+        ("truncated", "bad_image"),
+        ("big", "image_too_large"),
+        ("endless", "image_too_large"),
+    ],
+)
+@pytest.mark.parametrize("stage", ["aerial", "map"])
+def test_hostile_tiles_fail_the_crop_with_their_reason(fault_server, kind, reason, stage):
+    http = HttpConfig(attempts=2, backoff_initial_s=0.01, max_image_bytes=BIG_BODY_BYTES)
+    with pytest.raises(StageError) as err:
+        _crop_from(f"{fault_server.url}/image-tile/{kind}/{{z}}/{{x}}/{{y}}.png", http, stage)
+    assert err.value.reason == f"{stage}.{reason}" and "\n" not in str(err.value)
+    if kind in ("bomb", "pixels", "truncated"):
+        assert "tile 20/" in str(err.value)  # names the tile
+
+
+def test_tile_limits_are_configurable(fault_server):
+    url = f"{fault_server.url}/image-tile/ok/{{z}}/{{x}}/{{y}}.png"
+    assert _crop_from(url, HttpConfig(attempts=1)).width == 512  # 256-px tiles pass the defaults
+    with pytest.raises(StageError) as err:
+        _crop_from(url, HttpConfig(attempts=1, max_image_pixels=256 * 256 - 1))
+    assert err.value.reason == "aerial.image_too_large" and "256x256" in str(err.value)
+    with pytest.raises(StageError) as err:
+        _crop_from(url, HttpConfig(attempts=1, max_image_bytes=10_000))
+    assert err.value.reason == "aerial.image_too_large" and "fetch.http.max_image_bytes" in str(err.value)
+
+
+def test_a_bomb_from_the_cache_is_refused_too(fault_server):
+    """Cache hits skip the download cap: the decode-time byte and pixel checks still apply."""
+
+    class Planted:
+        async def get(self, key):
+            return bomb_png(9_000, 9_000)
+
+        async def put(self, key, body):
+            raise AssertionError("nothing is fetched")
+
+    with pytest.raises(StageError) as err:
+        _crop_from(f"{fault_server.url}/image-tile/ok/{{z}}/{{x}}/{{y}}.png", HttpConfig(attempts=1), cache=Planted())
+    assert err.value.reason == "aerial.image_too_large" and "9000x9000" in str(err.value)

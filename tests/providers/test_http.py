@@ -7,6 +7,7 @@ import pytest
 
 from corebuild.errors import StageError
 from corebuild.providers.http import HttpClient, HttpConfig, decode_image, http_get, redact_url
+from tests.providers.bombs import BIG_BODY_BYTES
 
 FAST = HttpConfig(attempts=3, backoff_initial_s=0.01, backoff_max_s=2.0, timeout_s=5)
 
@@ -64,8 +65,46 @@ def test_redact_url_hides_every_secret_parameter():
 def test_truncated_image_fails_to_decode(fault_server):
     res = _get(f"{fault_server.url}/truncated.jpg")
     with pytest.raises(StageError) as err:
-        decode_image(res.body, "street", "test image")
+        decode_image(res.body, "street", "test image", FAST.image_limits)
     assert err.value.reason == "street.bad_image"
+
+
+def _get_image(url, cfg=FAST, max_image_bytes=None):
+    async def go():
+        async with aiohttp.ClientSession() as s:
+            client = HttpClient(s, cfg)
+            res = await client.get(url, {"key": "SECRET123"}, "street", max_image_bytes=max_image_bytes or cfg.max_image_bytes)
+            return res, client.requests
+
+    return asyncio.run(go())
+
+
+def test_image_body_past_the_limit_is_cut_off_not_retried(fault_server):
+    before = fault_server.hits["image:big"]
+    with pytest.raises(StageError) as err:
+        _get_image(f"{fault_server.url}/image/big", max_image_bytes=BIG_BODY_BYTES)
+    assert err.value.reason == "street.image_too_large" and "declares" in str(err.value)  # Content-Length: refused unread
+    assert "fetch.http.max_image_bytes" in str(err.value) and "SECRET123" not in str(err.value)
+    assert fault_server.hits["image:big"] == before + 1  # the next answer would be the same: no retry
+
+
+def test_endless_image_body_is_abandoned_at_the_limit(fault_server):
+    t0 = time.monotonic()
+    with pytest.raises(StageError) as err:
+        _get_image(f"{fault_server.url}/image/endless", HttpConfig(attempts=3, max_image_bytes=1_000_000))
+    assert err.value.reason == "street.image_too_large" and "cut off after" in str(err.value)
+    assert time.monotonic() - t0 < 5 and fault_server.hits["image:endless"] == 1
+
+
+def test_image_body_limit_is_the_configured_one(fault_server):
+    res, _ = _get_image(f"{fault_server.url}/image/big")  # default limit: 64 MiB
+    assert res.status == 200 and len(res.body) > BIG_BODY_BYTES
+    assert decode_image(res.body, "street", "x", FAST.image_limits).size == (96, 64)  # trailing bytes are ignored
+    with pytest.raises(StageError) as err:
+        decode_image(res.body, "street", "x", HttpConfig(max_image_bytes=BIG_BODY_BYTES).image_limits)
+    assert err.value.reason == "street.image_too_large"
+    # Without max_image_bytes (JSON answers, model endpoints) nothing changes.
+    assert _get(f"{fault_server.url}/image/big").body == res.body
 
 
 def test_post_json_is_retried_like_get(fault_server):

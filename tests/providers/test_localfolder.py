@@ -12,7 +12,10 @@ from corebuild.fetch import FetchConfig
 from corebuild.geo import distance_m, equidistant
 from corebuild.providers import STREET_PROVIDERS
 from corebuild.providers import localfolder
+from corebuild.images import ImageLimits
+from corebuild.providers.http import HttpConfig
 from corebuild.providers.localfolder import INDEX_NAME, LocalFolder, LocalFolderConfig
+from tests.providers.bombs import jpeg_claiming
 
 LAT0, LON0 = -33.92, 18.42
 FWD, INV = equidistant(LAT0, LON0)
@@ -227,3 +230,67 @@ def test_registered_as_local(photos):
     provider = STREET_PROVIDERS["local"](FetchConfig(street_provider="local", local=LocalFolderConfig(root=str(photos))), None)
     assert isinstance(provider, LocalFolder) and provider.name == "local"
     assert locate(provider, 0, 0).image_id == "a.jpg"
+
+
+# ----- decode limits ---------------------------------------------------------------------------
+
+
+@pytest.fixture()
+def hostile(tmp_path) -> Path:
+    """Geotagged files 100 m apart (east of the origin) that must never be decoded."""
+    root = tmp_path / "hostile"
+    for i, (name, claim) in enumerate([("pixels.jpg", (9000, 8000)), ("warns.jpg", (12000, 8000)), ("refused.jpg", (20000, 20000))]):
+        body = geotagged_jpeg(root / name, *at(100 * i, 0), heading=10.0 * i)
+        (root / name).write_bytes(jpeg_claiming(body, *claim))  # header claims 72 / 96 / 400 MP
+    geotagged_jpeg(root / "huge.jpg", *at(300, 0))
+    os.truncate(root / "huge.jpg", 100 * 1024 * 1024)  # sparse: 100 MiB on paper, over the 64 MiB default
+    geotagged_jpeg(root / "ok.jpg", *at(400, 0), size=(64, 48))
+    return root
+
+
+def test_hostile_photos_are_indexed_from_their_headers_and_fail_at_capture(hostile, recwarn):
+    lf = LocalFolder(LocalFolderConfig(root=str(hostile)), HttpConfig().image_limits)
+    idx = run(lf.index())
+    s = idx.stats
+    # EXIF is read from the headers only (a 100 MiB file, 72-96 MP claims); what Pillow refuses to
+    # open at all (400 MP, twice its MAX_IMAGE_PIXELS) has no readable GPS: counted, skipped.
+    assert (s.files, s.geotagged, s.unreadable, s.too_large, s.no_gps) == (5, 4, 0, 1, 0)
+    assert not [w for w in recwarn if issubclass(w.category, Image.DecompressionBombWarning)]
+    assert json.loads((hostile / INDEX_NAME).read_text())["files"]["refused.jpg"]["too_large"] is True
+
+    def reason(east_m):
+        with pytest.raises(StageError) as err:
+            run(lf.capture(locate(lf, east_m, 1)))
+        assert "\n" not in str(err.value)
+        return err.value.reason, str(err.value)
+
+    why = reason(0)
+    assert why[0] == "street.image_too_large" and "local image pixels.jpg is 9000x8000" in why[1] and "fetch.http.max_image_pixels" in why[1]
+    why = reason(100)
+    assert why[0] == "street.image_too_large" and "warns.jpg" in why[1] and "decompression-bomb guard" in why[1]
+    why = reason(300)
+    assert why[0] == "street.image_too_large" and "huge.jpg is 104,857,600 bytes" in why[1] and "fetch.http.max_image_bytes" in why[1]
+    with pytest.raises(StageError) as err:
+        locate(lf, 200, 1)  # refused.jpg is not in the index
+    assert err.value.reason == "street.zero_results"
+    view = run(lf.capture(locate(lf, 400, 1))).views[0]
+    assert (view.width, view.height) == (64, 48)  # the normal photo beside them still works
+
+
+def test_a_folder_of_only_refused_files_says_so(tmp_path):
+    body = geotagged_jpeg(tmp_path / "r" / "big.jpg", *at(0, 0))
+    (tmp_path / "r" / "big.jpg").write_bytes(jpeg_claiming(body, 30000, 30000))
+    with pytest.raises(StageError) as err:
+        locate(LocalFolder(LocalFolderConfig(root=str(tmp_path / "r"))), 0, 0)
+    assert err.value.reason == "street.no_local_images" and "1 too large" in str(err.value)
+
+
+def test_local_limits_are_configurable_and_come_from_the_fetch_config(photos):
+    loc = locate(LocalFolder(LocalFolderConfig(root=str(photos))), 0, 0)  # a.jpg, 48x32
+    assert run(LocalFolder(LocalFolderConfig(root=str(photos)), ImageLimits(max_pixels=48 * 32)).capture(loc)).views[0].width == 48
+    for limits, words in ((ImageLimits(max_pixels=48 * 32 - 1), "48x32"), (ImageLimits(max_bytes=100), "bytes")):
+        with pytest.raises(StageError) as err:
+            run(LocalFolder(LocalFolderConfig(root=str(photos)), limits).capture(loc))
+        assert err.value.reason == "street.image_too_large" and words in str(err.value)
+    cfg = FetchConfig(street_provider="local", local=LocalFolderConfig(root=str(photos)), http=HttpConfig(max_image_pixels=1234, max_image_bytes=5678))
+    assert STREET_PROVIDERS["local"](cfg, None).limits == ImageLimits(1234, 5678)

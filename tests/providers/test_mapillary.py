@@ -19,14 +19,15 @@ from corebuild.providers.mapillary import Mapillary, MapillaryConfig, bbox_aroun
 from corebuild.record import StreetLocation
 from corebuild.synthetic.mapillary import MapillaryApi, compass_angle
 from corebuild.synthetic.world import PANO_STEP_M
+from tests.providers.bombs import BIG_BODY_BYTES
 
 SECRET = "MLY|1234567890|not-a-real-token-5f3e"
 
 
-def _call(base_url, fn, token=SECRET, **cfg):
+def _call(base_url, fn, token=SECRET, http=None, **cfg):
     async def go():
         async with aiohttp.ClientSession() as s:
-            client = Mapillary(HttpClient(s, HttpConfig(attempts=2, backoff_initial_s=0.01)), MapillaryConfig(base_url=base_url, **cfg), token)
+            client = Mapillary(HttpClient(s, http or HttpConfig(attempts=2, backoff_initial_s=0.01)), MapillaryConfig(base_url=base_url, **cfg), token)
             return await fn(client)
 
     return asyncio.run(go())
@@ -145,6 +146,7 @@ class MapillaryFaults:
         self.hits: Counter = Counter()
         self.seen: list[tuple[str, str, str]] = []  # (path, query, Authorization)
         self.url = ""
+        self.hostile = ""  # the shared fault server: /image/{kind} serves bombs and endless bodies
 
     def app(self) -> web.Application:
         app = web.Application()
@@ -180,7 +182,10 @@ class MapillaryFaults:
         if case == "tie":  # same spot: the numerically lowest id wins ("9" < "10")
             return web.json_response({"data": [_image("10", north_m=4, thumb=self._thumb("ok.jpg")), _image("9", north_m=4, thumb=self._thumb("ok.jpg"))]})
         thumbs = {"badthumb": "truncated.jpg", "lostthumb": "missing.jpg"}
-        near = _image("42", north_m=6, thumb=self._thumb(thumbs.get(case, "ok.jpg")) + "?oh=sig&oe=65A0B1C2", computed_compass_angle=None)
+        thumb = self._thumb(thumbs.get(case, "ok.jpg"))
+        if case.startswith("image-"):  # image-bomb, image-endless, ...: a hostile thumbnail
+            thumb = f"{self.hostile}/image/{case[len('image-'):]}"
+        near = _image("42", north_m=6, thumb=thumb + "?oh=sig&oe=65A0B1C2", computed_compass_angle=None)
         return web.json_response({"data": [_image("7", north_m=30, thumb=self._thumb("ok.jpg")), near]})
 
     async def thumb_ok(self, request):
@@ -195,17 +200,17 @@ class MapillaryFaults:
 
 
 @pytest.fixture(scope="module")
-def faults():
+def faults(fault_server):
     srv = MapillaryFaults()
     running = serve_app(srv.app())
-    srv.url = running.url
+    srv.url, srv.hostile = running.url, fault_server.url
     yield srv
     running.stop()
 
 
-def _reason(faults, case, fn=lambda c: c.locate(LAT, LON)):
+def _reason(faults, case, fn=lambda c: c.locate(LAT, LON), http=None):
     with pytest.raises(StageError) as err:
-        _call(f"{faults.url}/{case}", fn)
+        _call(f"{faults.url}/{case}", fn, http=http)
     assert SECRET not in str(err.value)
     return err.value.reason
 
@@ -264,6 +269,36 @@ def test_thumbnail_failures_become_reasons(faults, case, reason):
         return await c.capture(await c.locate(LAT, LON))
 
     assert _reason(faults, case, both) == reason
+
+
+async def _locate_capture(c):
+    return await c.capture(await c.locate(LAT, LON))
+
+
+@pytest.mark.parametrize(
+    "kind, reason, words",
+    [
+        ("bomb", "street.image_too_large", "Mapillary thumbnail of image 42"),  # 20000x20000 PNG in ~48 KB
+        ("pixels", "street.image_too_large", "9000x9000"),
+        ("truncated", "street.bad_image", "Mapillary thumbnail of image 42 does not decode"),
+        ("big", "street.image_too_large", "declares"),
+        ("endless", "street.image_too_large", "cut off after"),
+    ],
+)
+def test_hostile_thumbnails_fail_with_their_reason(faults, kind, reason, words):
+    http = HttpConfig(attempts=2, backoff_initial_s=0.01, max_image_bytes=BIG_BODY_BYTES)
+    with pytest.raises(StageError) as err:
+        _call(f"{faults.url}/image-{kind}", _locate_capture, http=http)
+    assert err.value.reason == reason and words in str(err.value) and "\n" not in str(err.value)
+    assert SECRET not in str(err.value)
+
+
+def test_thumbnail_limits_are_configurable(faults):
+    cap = _call(f"{faults.url}/image-ok", _locate_capture, http=HttpConfig(attempts=1))
+    assert (cap.views[0].width, cap.views[0].height) == (96, 64)
+    with pytest.raises(StageError) as err:
+        _call(f"{faults.url}/image-ok", _locate_capture, http=HttpConfig(attempts=1, max_image_pixels=96 * 64 - 1))
+    assert err.value.reason == "street.image_too_large" and "96x64" in str(err.value)
 
 
 def test_captured_at_is_a_utc_month():

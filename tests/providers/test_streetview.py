@@ -6,14 +6,18 @@ import pytest
 from PIL import Image
 
 from corebuild.errors import StageError
+from corebuild.fetch import FetchConfig, Fetcher
+from corebuild.providers.aerial import AerialConfig
 from corebuild.providers.http import HttpClient, HttpConfig
 from corebuild.providers.streetview import GoogleStreetView, StreetViewConfig, sign_url
+from corebuild.record import Record
+from tests.providers.bombs import BIG_BODY_BYTES, IMAGE_KINDS
 
 
-def _client_call(server, fn, cfg=None, key="k-test"):
+def _client_call(server, fn, cfg=None, key="k-test", http=None):
     async def go():
         async with aiohttp.ClientSession() as s:
-            client = GoogleStreetView(HttpClient(s, HttpConfig(attempts=2)), cfg or StreetViewConfig(base_url=server.base_url, width=320, height=320), key)
+            client = GoogleStreetView(HttpClient(s, http or HttpConfig(attempts=2)), cfg or StreetViewConfig(base_url=server.base_url, width=320, height=320), key)
             return await fn(client)
 
     return asyncio.run(go())
@@ -74,3 +78,71 @@ def test_every_documented_metadata_status_becomes_its_reason(fault_server, statu
     with pytest.raises(StageError) as err:
         _client_call(Server, lambda c: c.locate(47.0, 8.0), key="AIzaSECRETKEY")
     assert err.value.reason == reason and status in str(err.value) and "AIzaSECRETKEY" not in str(err.value)
+
+
+# ----- decode limits: bombs, truncated and oversized bodies ---------------------------------
+
+SMALL_BODIES = HttpConfig(attempts=2, backoff_initial_s=0.01, max_image_bytes=BIG_BODY_BYTES)
+
+
+def _svimg(fault_server):
+    class Server:
+        base_url = f"{fault_server.url}/svimg"
+
+    return Server
+
+
+def _at(kind):
+    """(lat, lon) where the fault server's Street View answers with images of this kind."""
+    return float(IMAGE_KINDS.index(kind) + 1), 8.0
+
+
+@pytest.mark.parametrize(
+    "kind, reason, words",
+    [
+        ("bomb", "street.image_too_large", "decompression-bomb guard"),  # 20000x20000 PNG, ~48 KB
+        ("pixels", "street.image_too_large", "9000x9000"),  # 81 MP PNG, ~10 KB
+        ("truncated", "street.bad_image", "does not decode"),
+        ("big", "street.image_too_large", "declares"),  # Content-Length past max_image_bytes
+        ("endless", "street.image_too_large", "cut off after"),  # chunked, never ends
+    ],
+)
+def test_hostile_street_view_images_fail_with_their_reason(fault_server, kind, reason, words):
+    with pytest.raises(StageError) as err:
+        _client_call(_svimg(fault_server), lambda c: _locate_capture(c, *_at(kind)), http=SMALL_BODIES, key="AIzaSECRETKEY")
+    assert err.value.reason == reason and words in str(err.value)
+    assert "Street View image (heading" in str(err.value) or "image from" in str(err.value)
+    assert "AIzaSECRETKEY" not in str(err.value) and "\n" not in str(err.value)
+
+
+def test_street_view_pixel_limit_is_configurable(fault_server):
+    cap = _client_call(_svimg(fault_server), lambda c: _locate_capture(c, *_at("ok")), http=SMALL_BODIES)
+    assert [Image.open(io.BytesIO(v.image)).size for v in cap.views] == [(320, 320)] * 4
+    tight = HttpConfig(attempts=1, max_image_pixels=320 * 320 - 1)
+    with pytest.raises(StageError) as err:
+        _client_call(_svimg(fault_server), lambda c: _locate_capture(c, *_at("ok")), http=tight)
+    assert err.value.reason == "street.image_too_large" and "fetch.http.max_image_pixels" in str(err.value)
+
+
+def test_bombs_become_failure_rows_and_the_fetch_goes_on(fault_server, monkeypatch):
+    monkeypatch.setenv("GOOGLE_MAPS_API_KEY", "AIzaSECRETKEY")
+    cfg = FetchConfig(
+        streetview=StreetViewConfig(base_url=f"{fault_server.url}/svimg", width=320, height=320),
+        aerial=AerialConfig(url_template=f"{fault_server.url}/count/{{z}}/{{x}}/{{y}}.png"),
+        http=SMALL_BODIES,
+    )
+    records = [Record(f"t-s0-{i:07d}", "t", 0, i, *_at(kind)) for i, kind in enumerate(IMAGE_KINDS)]
+    with Fetcher(cfg) as f:
+        out = {IMAGE_KINDS[r.point_index]: r for r in f.fetch(records)}
+    ok = out.pop("ok")
+    assert not ok.failed and len(ok.street.views) == 4 and ok.aerial.width == 512
+    assert {k: r.failure_reason for k, r in out.items()} == {
+        "bomb": "street.image_too_large",
+        "pixels": "street.image_too_large",
+        "truncated": "street.bad_image",
+        "big": "street.image_too_large",
+        "endless": "street.image_too_large",
+    }
+    for r in out.values():
+        assert r.failed and r.street is None and r.error and "Traceback" not in r.error and "\n" not in r.error
+        assert "AIzaSECRETKEY" not in r.error
