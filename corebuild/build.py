@@ -15,7 +15,7 @@ from typing import Any, Callable, Optional
 
 from .config import BuildConfig
 from .describe import load_describer
-from .errors import BuildError, ConfigError
+from .errors import BuildError, ConfigError, CorebuildError
 from .manifest import count_shards, write_manifest
 from .fetch import Fetcher
 from .ocr import load_ocr
@@ -33,6 +33,14 @@ from .write import RunStamp
 
 log = logging.getLogger("corebuild.build")
 SYNTHETIC_KEY_ENV = "COREBUILD_SYNTHETIC_API_KEY"
+
+
+class _NoTracebackForOurErrors(logging.Filter):
+    """Beam logs every DoFn exception with its traceback before re-raising it; a CorebuildError
+    (disk full, permission denied) reaches run_build's caller, which says it in one line."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not (record.exc_info and isinstance(record.exc_info[1], CorebuildError))
 
 
 @dataclass(frozen=True)
@@ -175,8 +183,13 @@ def run_build(cfg: BuildConfig, pipeline_factory: Optional[Callable] = None, ove
 
         wanted = SamplingPlan(region, cfg.sample).wanted
         t_pipe = time.perf_counter()
-        with UnitProgress(storage, region.id, units_for(wanted, state.unit_points), state.unit_points, enabled=progress):
-            run(cfg, region, stamp, storage, state, test_pipeline=pipeline_factory() if pipeline_factory else None)
+        beam_log, quiet = logging.getLogger("apache_beam.runners.common"), _NoTracebackForOurErrors()
+        beam_log.addFilter(quiet)
+        try:
+            with UnitProgress(storage, region.id, units_for(wanted, state.unit_points), state.unit_points, enabled=progress):
+                run(cfg, region, stamp, storage, state, test_pipeline=pipeline_factory() if pipeline_factory else None)
+        finally:
+            beam_log.removeFilter(quiet)
         pipeline_s = time.perf_counter() - t_pipe
     finally:
         if server_proc is not None:

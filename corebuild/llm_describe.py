@@ -37,7 +37,11 @@ def evidence_json(rec: Record, context: dict) -> str:
                 "segments": sorted({s.label for s in rec.segments or () if s.heading == v.heading and s.label}),
             }
         )
-    return json.dumps({"region": region.get("name", rec.region_id), "country": region.get("country"), "views": views}, ensure_ascii=False, indent=1)
+    doc = json.dumps({"region": region.get("name", rec.region_id), "country": region.get("country"), "views": views}, ensure_ascii=False, indent=1)
+    # json.dumps escapes quotes, backslashes and newlines but not angle brackets: OCR text reading
+    # "</evidence>" would close the block early. `<`/`>` only occur inside JSON strings, so their
+    # \u escapes keep the document valid (and equal once parsed) while no tag can appear in it.
+    return doc.replace("<", "\\u003c").replace(">", "\\u003e")
 
 
 def build_messages(rec: Record, prompt: Prompt, context: dict) -> list[dict[str, Any]]:

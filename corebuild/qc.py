@@ -82,3 +82,117 @@ def language_ok(text: str, language: str, min_share: float = 0.85) -> bool:
     if not letters:
         return False
     return sum(unicodedata.name(c, "").startswith(prefixes) for c in letters) / len(letters) >= min_share
+
+
+# Prompt injection through sign text. Strong cues make OCR text an instruction on their own;
+# "write/say X" only counts when X is quoted, and "instead" only beside such a verb (shop names
+# such as "SAY CHEESE STUDIO" must not count).
+_STRONG_CUES = re.compile(
+    r"\b(?:ignore|disregard|forget|override)\b.{0,40}?\b(?:instructions?|prompts?|rules|directions)\b"
+    r"|\byou\s+are\s+now\b|\bsystem\s+prompt\b|\bnew\s+instructions?\b"
+    r"|(?:^|[\s\"'{\[])(?:system|assistant|user)\s*:|<\|?/?(?:im_start|im_end|system|assistant|user)\|?>|\[/?INST\]",
+    re.I | re.S,
+)
+_DEMAND = re.compile(
+    r"\b(?i:write|say|respond\s+with|reply\s+with|answer\s+with|output|print|type)\b\s*:?\s*"
+    r"(?:[\"“”'‘’]([^\"“”'‘’]{2,60})[\"“”'‘’]|([A-Z0-9][A-Z0-9!?_-]{2,30})\b)"
+)
+_INSTEAD = re.compile(r"\binstead\b", re.I)
+_VERB = re.compile(r"\b(?:write|say|respond|reply|answer|output|print|describe|tell)\b", re.I)
+# Talk about the model itself, not the scene. A phrase also written on the sign is left out
+# (the description may paraphrase the sign it describes).
+_META = re.compile(
+    r"\b(?:(?:previous|prior|above|earlier|my|your|original|new)\s+instructions?|system\s+prompt|prompt"
+    r"|as\s+an\s+ai|ai\s+(?:model|assistant)|language\s+model|jailbreak"
+    r"|I\s+(?:am|will|cannot|can't|won't|have|must|was)\b)"
+    r"|(?:^|\s)(?:system|assistant|user)\s*:|<\|?/?(?:im_start|im_end|system|assistant|user)\|?>|\[/?INST\]",
+    re.I,
+)
+_SCENE = re.compile(
+    r"\b(?:street|road|lane|avenue|sidewalk|pavement|crossing|intersection|building|house|shop|store|"
+    r"storey|story|roof|wall|facade|tree|trees|vegetation|park|sign|signs|car|cars|left|right|ahead|facing|view|scene)\b",
+    re.I,
+)
+
+
+def injection_texts(rec: Record) -> list[tuple[str, list[str]]]:
+    """OCR readings (evidence, not dropped) that look like instructions to the model, each with
+    the literal output it demands, if any (`write "HACKED"` demands HACKED)."""
+    out = []
+    for t in rec.ocr or ():
+        if t.dropped or not t.text.strip():
+            continue
+        text = t.text
+        demands = [(q or w).strip() for q, w in _DEMAND.findall(text)]
+        demands = [d for d in demands if len(_norm(d)) >= 3]
+        quoted_demand = any(q for q, _ in _DEMAND.findall(text))
+        if _STRONG_CUES.search(text) or quoted_demand or (_INSTEAD.search(text) and _VERB.search(text)):
+            out.append((text, demands))
+    return out
+
+
+def _without_sign_text(description: str, signs: Iterable[str]) -> str:
+    """The description's own prose: sign texts it reproduces (verbatim, any case and spacing, with
+    or without the sign's own quote marks) and quoted phrases cut out, so quoting a sign is never read as obeying it."""
+    out = description
+    variants = {v for s in signs for v in (s, re.sub(r"[\"“”‘’']", " ", s))}  # also retold without its quotes
+    for s in sorted(variants, key=len, reverse=True):
+        words = s.split()
+        if words:
+            out = re.sub(r"(?<!\w)" + r"\s+".join(map(re.escape, words)) + r"(?!\w)", " ", out, flags=re.I)
+    return _QUOTED.sub(" ", out)
+
+
+def check_injection(rec: Record) -> Record:
+    """A description that obeys instructions written in its OCR evidence fails as
+    `qc.prompt_injection`.
+
+    Only rows whose evidence holds instruction-like text are looked at: "ignore/disregard ...
+    instructions", "you are now", "system prompt", "new instructions", chat role tags, or
+    "write/say/respond with X" where X is quoted, or such a verb beside "instead". The description's
+    own prose (the sign texts it reproduces and every quoted phrase cut out) then obeys when it
+    (1) contains the demanded output X, (2) talks about instructions, prompts or an AI, speaks in
+    the first person or carries role tags (phrases the sign itself contains do not count), or
+    (3) drops the scene format: no scene words at all, or a `parts` answer whose road, buildings
+    and environment are all empty.
+
+    Limits: deterministic patterns, English only, tuned to miss rather than to accuse. It does
+    not catch obedience that reads like a scene description (a poem about a street, a subtly
+    altered description, a paraphrased demand), instructions in other languages or split across
+    OCR readings, nor instructions hidden in the images themselves rather than OCR text. A
+    description quoting a sign as a sign never fails here (grounding is check_grounding's job)."""
+    if rec.failed or rec.description is None:
+        return rec
+    found = injection_texts(rec)
+    if not found:
+        return rec
+    d = rec.description
+    evidence = [t.text for t in rec.ocr or () if not t.dropped]
+    prose = _without_sign_text(d.text, evidence)
+    scene_prose = _without_sign_text(d.text, [text for text, _ in found])
+    parts = {}
+    if d.parts:
+        try:
+            parts = json.loads(d.parts)
+        except ValueError:
+            parts = {}
+    instructions = " ".join(text for text, _ in found).lower()
+    for text, demands in found:
+        why = None
+        for demand in demands:
+            if re.search(r"(?<!\w)" + r"\s+".join(map(re.escape, demand.split())) + r"(?!\w)", prose, re.I):
+                why = f"it writes the demanded {demand[:40]!r}"
+                break
+        if why is None:
+            meta = [m.group(0).strip() for m in _META.finditer(prose) if m.group(0).strip().lower() not in instructions]
+            if meta:
+                why = f"it talks about itself ({meta[0][:40]!r})"
+        if why is None:
+            scene_parts = [parts.get(k) for k in ("road", "buildings", "environment") if k in parts]
+            if not _SCENE.search(scene_prose) or (len(scene_parts) == 3 and not any(str(p).strip() for p in scene_parts)):
+                why = "it drops the scene description"
+        if why:
+            snippet = " ".join(text.split())
+            snippet = snippet if len(snippet) <= 60 else snippet[:57] + "..."
+            return rec.fail("qc.prompt_injection", f"the description obeys instruction-like OCR text {snippet!r}: {why}")
+    return rec

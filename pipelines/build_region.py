@@ -16,7 +16,7 @@ from corebuild.describe import load_describer
 from corebuild.evidence import ocr_record
 from corebuild.fetch import Fetcher, dedupe_key
 from corebuild.ocr import load_ocr
-from corebuild.qc import check_grounding
+from corebuild.qc import check_grounding, check_injection
 from corebuild.segment import load_labeler, load_segmenter, segment_record
 from corebuild.record import Record
 from corebuild.regions import Region
@@ -219,7 +219,8 @@ class SegmentDoFn(beam.DoFn):
 
 
 def finish_record(rec: Record, cfg: BuildConfig) -> Record:
-    """After describing: the grounding check, then kept or failed, counted."""
+    """After describing: the prompt-injection and grounding checks, then kept or failed, counted."""
+    rec = check_injection(rec)  # always on: obeying a sign's instructions is never a valid description
     if cfg.describe.grounding != "off":
         rec = check_grounding(rec, cfg.describe.grounding)
     rec = rec.finish()
