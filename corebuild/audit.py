@@ -18,10 +18,10 @@ COLUMNS = ["sample_id", "status", "failure_reason", "description", "describer_ba
 
 def sample_rows(storage, region_prefix: str, fraction: float, seed: int = 0, include_failed: bool = False) -> list[dict[str, Any]]:
     rows: list[dict[str, Any]] = []
-    from .dataset import listed_shards, read_parquet_bytes
+    from .dataset import listed_shards, open_parquet
 
     for name in listed_shards(storage, region_prefix):  # only committed shards
-        t = read_parquet_bytes(storage.read(name), storage.join(name), COLUMNS)
+        t = open_parquet(storage, name).read(columns=COLUMNS, use_threads=False)
         rows += [r for r in t.to_pylist() if include_failed or r["status"] == "kept"]
     rows.sort(key=lambda r: r["sample_id"])
     k = max(1, round(len(rows) * fraction)) if rows else 0

@@ -43,7 +43,7 @@ import torch.distributed as dist
 from PIL import Image
 from torch.utils.data import IterableDataset, get_worker_info
 
-from .dataset import find_builds
+from .dataset import find_builds, open_parquet
 from .errors import CorebuildError
 from .storage import open_storage
 
@@ -128,10 +128,8 @@ class WorkItem:
 
 def _open_shard(url: str) -> pq.ParquetFile:
     """Random access without downloading the shard: a memory map locally, ranged reads on gs://."""
-    if url.startswith("gs://"):
-        parent, _, name = url.rpartition("/")
-        return pq.ParquetFile(pa.PythonFile(open_storage(parent).open_read(name), mode="r"))
-    return pq.ParquetFile(pa.memory_map(open_storage(url).url))
+    parent, _, name = url.rstrip("/").rpartition("/")
+    return open_parquet(open_storage(parent), name)
 
 
 def _with_files(items: Iterable[WorkItem]) -> Iterator[tuple[WorkItem, pq.ParquetFile]]:

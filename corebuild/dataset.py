@@ -15,7 +15,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from .errors import CorebuildError
-from .storage import Storage, open_storage
+from .storage import LocalStorage, Storage, open_storage
 
 
 @dataclass(frozen=True)
@@ -45,30 +45,35 @@ class BuildRef:
         return [self.storage.join(n) for n in self.shard_names()]
 
     def read_table(self, name: str, columns: Optional[Sequence[str]] = None) -> pa.Table:
-        return read_parquet_bytes(self.storage.read(name), self.storage.join(name), columns)
+        # Single-threaded: threaded reads can abort the process at exit (pyarrow 24-25 here).
+        return open_parquet(self.storage, name).read(columns=list(columns) if columns else None, use_threads=False)
 
 
-def read_parquet_bytes(data: Optional[bytes], where: str, columns: Optional[Sequence[str]] = None) -> pa.Table:
-    if data is None:
-        raise CorebuildError(f"{where}: shard listed in manifest.json is missing")
-    # Single-threaded: threaded reads from memory buffers can abort the process at exit (pyarrow 24-25 here).
-    return pq.read_table(pa.BufferReader(data), columns=list(columns) if columns else None, use_threads=False)
+def open_parquet(storage: Storage, name: str) -> pq.ParquetFile:
+    """Random access to a shard without reading all of it: a memory map locally, ranged reads
+    on gs://, so only the row groups and columns asked for are fetched."""
+    if not storage.exists(name):
+        raise CorebuildError(f"{storage.join(name)}: shard listed in manifest.json is missing")
+    if isinstance(storage, LocalStorage):
+        return pq.ParquetFile(pa.memory_map(storage.join(name)))
+    return pq.ParquetFile(pa.PythonFile(storage.open_read(name), mode="r"))
+
+
+def _manifest(storage: Storage, rel: str) -> dict[str, Any]:
+    raw = storage.read(rel)
+    if raw is None:
+        raise CorebuildError(f"{storage.join(rel)}: no manifest; is this a finished region build?")
+    return json.loads(raw)
 
 
 def listed_shards(storage: Storage, region_prefix: str) -> list[str]:
     """Names of the shards `<region_prefix>/manifest.json` lists (storage rooted above the region)."""
-    raw = storage.read(f"{region_prefix}/manifest.json")
-    if raw is None:
-        raise CorebuildError(f"{storage.join(region_prefix + '/manifest.json')}: no manifest; is this a finished region build?")
-    return [f"{region_prefix}/shards/{s['path']}" for s in json.loads(raw).get("shards", [])]
+    return [f"{region_prefix}/shards/{s['path']}" for s in _manifest(storage, f"{region_prefix}/manifest.json").get("shards", [])]
 
 
 def open_build(url: str) -> BuildRef:
     storage = open_storage(url)
-    raw = storage.read("manifest.json")
-    if raw is None:
-        raise CorebuildError(f"{storage.join('manifest.json')}: no manifest; is this a finished region build?")
-    return BuildRef(storage, json.loads(raw))
+    return BuildRef(storage, _manifest(storage, "manifest.json"))
 
 
 def find_builds(url: str) -> list[BuildRef]:

@@ -7,8 +7,8 @@ import json
 from collections import Counter
 from typing import Any, Optional
 
-import pyarrow as pa
-import pyarrow.parquet as pq
+from .dataset import open_parquet
+from .errors import CorebuildError
 
 
 COUNT_COLUMNS = ["sample_id", "region_id", "status", "failure_reason"]
@@ -17,28 +17,22 @@ COUNT_COLUMNS = ["sample_id", "region_id", "status", "failure_reason"]
 def count_shards(storage, names: list[str], written: Optional[dict[str, dict[str, Any]]] = None) -> dict[str, Any]:
     """Counts by status and failure reason, read from the stored shards (not from what we hoped).
 
-    Only the four small columns are read (ranged reads where the storage has them, so a gs://
-    build is not downloaded to be counted). Sizes and sha256 come from `written` (what the
-    writer stored, by name) when given, else from the stored bytes."""
+    Sizes and sha256 come from `written` (what the writer stored, by name) when given, else
+    from the stored bytes."""
     shards, status, reasons, per_region = [], Counter(), Counter(), {}
     ids: Counter = Counter()
     for name in sorted(names):
         base = name.rsplit("/", 1)[-1]
         known = (written or {}).get(base)
-        if known is not None and hasattr(storage, "open_read"):
-            try:
-                f = storage.open_read(name)
-            except FileNotFoundError:
-                raise FileNotFoundError(storage.join(name)) from None
-            with f:
-                table = pq.ParquetFile(pa.PythonFile(f, mode="r")).read(columns=COUNT_COLUMNS, use_threads=False)
+        try:
+            # Only the four small columns (ranged reads on gs://: a build is not downloaded to be counted).
+            table = open_parquet(storage, name).read(columns=COUNT_COLUMNS, use_threads=False)
+        except CorebuildError:
+            raise FileNotFoundError(storage.join(name)) from None
+        if known is not None:
             size, digest = known["bytes"], known["sha256"]
-        else:
-            data = storage.read(name)
-            if data is None:
-                raise FileNotFoundError(storage.join(name))
-            # Single-threaded: threaded reads from memory buffers can abort the process at exit (pyarrow 24-25 here).
-            table = pq.read_table(pa.BufferReader(data), columns=COUNT_COLUMNS, use_threads=False)
+        else:  # no record of what was written: hash the stored bytes
+            data = storage.read(name) or b""
             size, digest = len(data), hashlib.sha256(data).hexdigest()
         cols = table.to_pydict()
         for sid, rid, st, why in zip(cols["sample_id"], cols["region_id"], cols["status"], cols["failure_reason"]):

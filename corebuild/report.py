@@ -30,7 +30,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from PIL import Image, ImageDraw, ImageFont
 
-from .dataset import BuildRef, find_builds
+from .dataset import BuildRef, find_builds, open_parquet
 from .errors import CorebuildError
 from .geo import equidistant
 from .qc import claimed_signs, grounded
@@ -74,13 +74,7 @@ class _Region:
 
 
 def _open(b: BuildRef, name: str) -> pq.ParquetFile:
-    if not b.storage.exists(name):
-        raise CorebuildError(f"{b.storage.join(name)}: shard listed in manifest.json is missing")
-    if isinstance(b.storage, LocalStorage):  # a path: only the column chunks asked for are read
-        return pq.ParquetFile(b.storage.join(name))
-    if hasattr(b.storage, "open_read"):  # ranged reads (gs://): no download of every shard's images
-        return pq.ParquetFile(b.storage.open_read(name))
-    return pq.ParquetFile(pa.BufferReader(b.storage.read(name)))
+    return open_parquet(b.storage, name)  # only the column chunks / row groups asked for are read
 
 
 def _scan(b: BuildRef, seed: int) -> tuple[_Region, list[tuple[str, str, int]]]:
@@ -290,16 +284,12 @@ def _region_svg(g: _Region, colours: dict[str, str], size: int = 300, pad: int =
 
 def _world(regions: list[_Region], img: Path) -> str:
     """Equirectangular overview, one dot per region sized by its points, over the land mask."""
-    bg = ""
-    try:
-        from .landmask import is_land
+    from .landmask import is_land
 
-        lat, lon = np.meshgrid(np.linspace(89.75, -89.75, 360), np.linspace(-179.75, 179.75, 720), indexing="ij")
-        rgb = np.where(is_land(lat, lon)[..., None], np.uint8([222, 222, 214]), np.uint8([245, 250, 255])).astype(np.uint8)
-        Image.fromarray(rgb).save(img / "world.png")
-        bg = '<image href="img/world.png" x="0" y="0" width="720" height="360"/>'
-    except ImportError:  # no global-land-mask: dots on a blank background
-        pass
+    lat, lon = np.meshgrid(np.linspace(89.75, -89.75, 360), np.linspace(-179.75, 179.75, 720), indexing="ij")
+    rgb = np.where(is_land(lat, lon)[..., None], np.uint8([222, 222, 214]), np.uint8([245, 250, 255])).astype(np.uint8)
+    Image.fromarray(rgb).save(img / "world.png")
+    bg = '<image href="img/world.png" x="0" y="0" width="720" height="360"/>'
     big = max([len(g.lat) for g in regions] + [1])
     dots = "".join(
         f'<circle cx="{(float(g.lon.mean()) + 180) * 2:.1f}" cy="{(90 - float(g.lat.mean())) * 2:.1f}" r="{3 + 9 * math.sqrt(len(g.lat) / big):.1f}" '

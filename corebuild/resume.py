@@ -14,7 +14,6 @@ was done in an earlier attempt, as in a clean run.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 from dataclasses import dataclass
@@ -195,10 +194,6 @@ def remove_orphans(storage: Storage, region_id: str, markers: Sequence[dict[str,
     if orphans:
         log.info("removed %d shard(s) of unfinished units", len(orphans))
     return orphans
-
-
-def sha256(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
 
 
 def check_units(markers: Sequence[dict[str, Any]], sampled: int, unit_points: int) -> Optional[str]:

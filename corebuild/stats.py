@@ -44,10 +44,10 @@ def text_stats(texts: Sequence[str], max_pairs_texts: int = 2000, seed: int = 0)
 
 def build_texts(storage, region_prefix: str) -> list[str]:
     texts = []
-    from .dataset import listed_shards, read_parquet_bytes
+    from .dataset import listed_shards, open_parquet
 
     for name in listed_shards(storage, region_prefix):  # only committed shards: not a killed attempt's leftovers
-        t = read_parquet_bytes(storage.read(name), storage.join(name), ["status", "description"]).to_pydict()
+        t = open_parquet(storage, name).read(columns=["status", "description"], use_threads=False).to_pydict()
         texts += [d for s, d in zip(t["status"], t["description"]) if s == "kept" and d]
     return texts
 

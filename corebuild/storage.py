@@ -45,6 +45,10 @@ class Storage(Protocol):
 
     def write(self, rel: str, data: bytes) -> None: ...
 
+    def open_read(self, rel: str):
+        """A seekable binary file for random access (Parquet footers, row groups)."""
+        ...
+
     def exists(self, rel: str) -> bool: ...
 
     def list(self, prefix: str = "") -> list[str]:

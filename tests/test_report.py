@@ -302,9 +302,12 @@ def test_a_gs_build_reports_to_a_local_folder(gcs_emulator, monkeypatch, tmp_pat
     builds.write_fake_build(root, "za-g", -33.92, 18.42, 12, rows_per_shard=5)
     from corebuild.storage import GCSStorage
 
-    for ranged in (True, False):  # ranged reads where the storage has them, whole objects otherwise
-        if not ranged:
-            monkeypatch.delattr(GCSStorage, "open_read", raising=False)
-        page = _page(write_report(root, tmp_path / "r", gallery=3))
-        assert len(page.find("div", **{"class": "item"})) == 3 and len(page.circles["za-g"]) == 12
-        assert all((tmp_path / "r" / a["src"]).is_file() for a in page.find("img"))
+    real_read = GCSStorage.read
+    reads: list[str] = []
+    real = GCSStorage.open_read
+    monkeypatch.setattr(GCSStorage, "open_read", lambda self, rel: reads.append(rel) or real(self, rel))
+    monkeypatch.setattr(GCSStorage, "read", lambda self, rel: (_ for _ in ()).throw(AssertionError(rel)) if rel.endswith(".parquet") else real_read(self, rel))
+    page = _page(write_report(root, tmp_path / "r", gallery=3))
+    assert len(page.find("div", **{"class": "item"})) == 3 and len(page.circles["za-g"]) == 12
+    assert all((tmp_path / "r" / a["src"]).is_file() for a in page.find("img"))
+    assert reads and all(r.endswith(".parquet") for r in reads)  # shards by ranged reads, never downloaded whole
