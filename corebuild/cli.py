@@ -108,7 +108,16 @@ def _serve(args: argparse.Namespace) -> int:
     region = load_region(args.region, args.manifests)
     if region.imagery != "synthetic":
         raise CorebuildError(f"region {region.id!r} has no synthetic world (its manifest says imagery={region.imagery!r})")
-    serve_forever(World.for_region(region), args.host, args.port)
+    faults = None
+    if args.fault_rate:
+        from .synthetic.faults import FaultConfig
+
+        kinds = tuple(k for k in (args.fault_kinds or "").split(",") if k)
+        try:
+            faults = FaultConfig(rate=args.fault_rate, seed=args.fault_seed, persistent=args.fault_persistent, **({"kinds": kinds} if kinds else {}))
+        except ValueError as exc:
+            raise CorebuildError(f"synthetic serve: {exc}") from None
+    serve_forever(World.for_region(region), args.host, args.port, faults)
     return 0
 
 
@@ -193,8 +202,31 @@ def _audit(args: argparse.Namespace) -> int:
     return 0
 
 
+class RedactSecrets(logging.Filter):
+    """Defence in depth: a key in a URL query or a bearer token that reaches a log line anyway
+    (a library's debug log quoting a request) is redacted before it is written."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        from .providers.http import redact_text
+
+        try:
+            msg = record.getMessage()
+        except Exception:  # a library's malformed log call: leave it to logging to report
+            return True
+        clean = redact_text(msg)
+        if clean != msg:
+            record.msg, record.args = clean, None
+        return True
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="corebuild", description=__doc__)
+    p.add_argument(
+        "--log-level",
+        default=os.environ.get("COREBUILD_LOG_LEVEL", "INFO"),
+        choices=["DEBUG", "INFO", "WARNING", "ERROR"],
+        help="corebuild's log level (default INFO, or $COREBUILD_LOG_LEVEL); DEBUG also turns on the libraries' debug logs",
+    )
     sub = p.add_subparsers(dest="command", required=True)
 
     b = sub.add_parser("build", help="build one region's shards")
@@ -210,7 +242,7 @@ def parser() -> argparse.ArgumentParser:
     b.add_argument("--overwrite", action="store_true", help="replace a build of another config in the output (default: resume one of this config)")
     b.add_argument("--no-progress", action="store_true", help="no progress bar / progress log lines")
     b.add_argument("--ocr-threads", type=int, default=None, help="ONNX threads per worker (default: cores / workers)")
-    b.add_argument("--ocr-backend", default="rapidocr", help="rapidocr (offline default) or easyocr")
+    b.add_argument("--ocr-backend", default="rapidocr", help="rapidocr (offline default), easyocr, or off (no OCR: empty evidence, recorded as such)")
     b.add_argument("--easyocr-dir", default=None, help="easyocr weights directory")
     b.add_argument("--segment", default="off", help="segmentation backend: off (default) or sam")
     b.add_argument("--sam-model", default="vit_b", help="SAM model type: vit_b, vit_l, vit_h")
@@ -280,19 +312,26 @@ def parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("synthetic", help="the synthetic imagery world")
     ssub = s.add_subparsers(dest="synthetic_command", required=True)
-    serve = ssub.add_parser("serve", help="serve a region's synthetic world (Street View + XYZ wire formats)")
+    serve = ssub.add_parser("serve", help="serve a region's synthetic world (Street View, XYZ, Mapillary and OpenAI chat wire formats)")
     serve.add_argument("--region", default="demo")
     serve.add_argument("--manifests", default="region_manifests")
     serve.add_argument("--host", default="127.0.0.1")
     serve.add_argument("--port", type=int, default=0)
+    serve.add_argument("--fault-rate", type=float, default=0.0, help="share of requests that misbehave (429, 5xx, timeouts, resets, cut bodies, placeholder tiles, malformed LLM JSON)")
+    serve.add_argument("--fault-seed", type=int, default=0)
+    serve.add_argument("--fault-kinds", default=None, help="comma-separated subset of the fault kinds (default: all)")
+    serve.add_argument("--fault-persistent", action="store_true", help="faulty requests fail on every attempt (default: the first one or two)")
     serve.set_defaults(func=_serve)
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
-    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    logging.getLogger("corebuild").setLevel(logging.INFO)
+    debug = args.log_level == "DEBUG"
+    logging.basicConfig(level=logging.DEBUG if debug else logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("corebuild").setLevel(args.log_level)
+    for handler in logging.getLogger().handlers:
+        handler.addFilter(RedactSecrets())
     # DirectRunner re-logs every worker warning through the job service; the worker already said it.
     logging.getLogger("apache_beam.runners.portability.local_job_service").setLevel(logging.ERROR)
     try:

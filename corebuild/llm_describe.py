@@ -18,7 +18,7 @@ from .describe import DESCRIBERS, DescribeConfig, compass
 from .errors import ConfigError, StageError
 from .prompts import Prompt, load_prompt
 from .qc import language_ok
-from .providers.http import HttpClient, HttpConfig
+from .providers.http import BadBody, HttpClient, HttpConfig, json_validator
 from .record import Description, Record
 from .secrets import resolve_secret
 
@@ -64,7 +64,10 @@ def build_messages(rec: Record, prompt: Prompt, context: dict) -> list[dict[str,
 
 def review_messages(rec: Record, prompt: Prompt) -> list[dict[str, Any]]:
     r = prompt.body["review"]
-    text = r["user"].format(n_views=len(rec.street.views), description=rec.description.text)
+    # The description is model output, so data here too: a "</description>" inside it must not
+    # close the block (same escape as the evidence; ordinary text has no angle brackets).
+    quoted = rec.description.text.replace("<", "\\u003c").replace(">", "\\u003e")
+    text = r["user"].format(n_views=len(rec.street.views), description=quoted)
     images = build_messages(rec, prompt, {})[1]["content"][1:]
     return [{"role": "system", "content": r["system"]}, {"role": "user", "content": [{"type": "text", "text": text}, *images]}]
 
@@ -176,6 +179,22 @@ class OpenAIDescriber:
             "response_format": {"type": "json_schema", "json_schema": {"name": "scene_description", "schema": self.prompt.body["schema"], "strict": True}},
         }
 
+    def _validate(self, body: bytes) -> Any:
+        """A reply cut short, or an answer that is not the schema's JSON, is asked again (sampling
+        may well give a good one); refusals and truncation at max_tokens are answers, kept as such."""
+        reply = json_validator("describe.bad_response", "the describer's reply")(body)
+        try:
+            choice = reply["choices"][0]
+            message = choice.get("message") or {}
+        except (KeyError, IndexError, TypeError, AttributeError):
+            return reply  # an unexpected shape: reported by the caller, not retried
+        if not message.get("refusal") and choice.get("finish_reason") not in ("length", "content_filter"):
+            try:
+                parse_answer(message.get("content"), self.prompt)
+            except StageError as exc:
+                raise BadBody(exc.reason, str(exc)) from None
+        return reply
+
     async def _one(self, rec: Record, context: dict) -> Record:
         if rec.failed:
             return rec
@@ -183,10 +202,12 @@ class OpenAIDescriber:
             return rec.fail("describe.missing_evidence", "describe needs street views and OCR evidence")
         t0 = time.perf_counter()
         try:
-            res = await self._http.post_json(self.cfg.base_url.rstrip("/") + "/v1/chat/completions", self.request_body(rec, context), "describe", self._headers)
+            res = await self._http.post_json(
+                self.cfg.base_url.rstrip("/") + "/v1/chat/completions", self.request_body(rec, context), "describe", self._headers, validate=self._validate
+            )
             if res.status != 200:
                 raise StageError(f"describe.http_{res.status}", f"the describer endpoint answered HTTP {res.status}: {res.body[:200]!r}")
-            reply = json.loads(res.body)
+            reply = res.value
             choice = reply["choices"][0]
             message = choice.get("message", {})
             usage = reply.get("usage") or {}
@@ -216,10 +237,12 @@ class OpenAIDescriber:
             "response_format": {"type": "json_schema", "json_schema": {"name": "self_review", "schema": r["schema"], "strict": True}},
         }
         try:
-            res = await self._http.post_json(self.cfg.base_url.rstrip("/") + "/v1/chat/completions", body, "describe", self._headers)
+            res = await self._http.post_json(
+                self.cfg.base_url.rstrip("/") + "/v1/chat/completions", body, "describe", self._headers, validate=json_validator("describe.bad_response", "the self-review reply")
+            )
             if res.status != 200:
                 raise StageError(f"describe.http_{res.status}", f"the self-review request answered HTTP {res.status}")
-            content = json.loads(res.body)["choices"][0]["message"].get("content")
+            content = res.value["choices"][0]["message"].get("content")
         except StageError as exc:
             return rec.fail(exc.reason, str(exc))
         except (ValueError, KeyError, IndexError, TypeError) as exc:

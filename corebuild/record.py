@@ -80,6 +80,7 @@ class AerialCrop:
     image: bytes
     image_format: str = "png"
     attribution: Optional[str] = None
+    blank_tiles: int = 0  # tiles that were placeholders or uniform, stitched in as they came
 
 
 @dataclass(frozen=True)

@@ -15,7 +15,7 @@ from ..errors import ConfigError, StageError
 from ..geo import mercator_gsd
 from ..record import AerialCrop
 from .blank import is_placeholder, is_uniform
-from .http import HttpClient, decode_image
+from .http import HttpClient, image_validator
 
 _WORLD_M = 2 * math.pi * 6378137.0  # Web Mercator world width in metres
 
@@ -149,10 +149,16 @@ class XYZTiles:
         """The tile and whether it is blank ("no imagery")."""
         where = f"tile {tile.z}/{tile.x}/{tile.y}"
         limits = self.http.cfg.image_limits
-        res = await self.http.get(tile_url(self.cfg.url_template, tile, self.cfg.subdomains, self._key), {}, self.stage, max_image_bytes=limits.max_bytes)
+        res = await self.http.get(
+            tile_url(self.cfg.url_template, tile, self.cfg.subdomains, self._key),
+            {},
+            self.stage,
+            max_image_bytes=limits.max_bytes,
+            validate=image_validator(self.stage, where, limits),
+        )
         if res.status != 200:
             raise StageError(f"{self.stage}.http_{res.status}", f"{where} answered HTTP {res.status}")
-        img = decode_image(res.body, self.stage, where, limits)
+        img = res.value
         if img.size != (self.cfg.tile_size, self.cfg.tile_size):
             raise StageError(f"{self.stage}.bad_image", f"{where} is {img.size}, expected {self.cfg.tile_size} px")
         blank = is_placeholder(res.body, self.cfg.placeholder_sha256) or is_uniform(img)
@@ -187,6 +193,7 @@ class XYZTiles:
             center_lon=plan.center_lon,
             gsd_m=round(mercator_gsd(plan.center_lat, c.zoom, c.tile_size), 5),
             tiles=len(plan.tiles),
+            blank_tiles=blank,
             image=buf.getvalue(),
             image_format="png" if c.image_format == "png" else "jpeg",
             attribution=c.attribution,

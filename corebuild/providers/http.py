@@ -6,9 +6,10 @@ message or a log.
 from __future__ import annotations
 
 import asyncio
+import json
 import re
 from dataclasses import dataclass
-from typing import Mapping, Optional, Protocol
+from typing import Any, Callable, Mapping, Optional, Protocol
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import aiohttp
@@ -55,11 +56,23 @@ def redact_url(url: str) -> str:
 
 
 _SECRET_IN_TEXT = re.compile(r"(?i)\b(" + "|".join(sorted(SECRET_PARAMS)) + r")=([^&\s'\"]+)")
+_AUTH_IN_TEXT = re.compile(r"(?i)\b(bearer|oauth)\s+[A-Za-z0-9._~+/|=-]{8,}")
 
 
 def redact_text(text: str) -> str:
-    """Secret query values inside free text (an exception message quoting a URL) redacted."""
-    return _SECRET_IN_TEXT.sub(lambda m: f"{m.group(1)}=REDACTED", text)
+    """Secret query values and Authorization credentials inside free text (an exception message
+    quoting a URL, a library's debug line quoting headers) redacted."""
+    text = _SECRET_IN_TEXT.sub(lambda m: f"{m.group(1)}=REDACTED", text)
+    return _AUTH_IN_TEXT.sub(lambda m: f"{m.group(1)} REDACTED", text)
+
+
+class BadBody(StageError):
+    """A 200 whose body is damaged (cut-short JSON, an image that does not decode). Raised by a
+    request's `validate`; the request is sent again, as a damaged transfer is the likely cause,
+    and the last reason stands when the attempts run out. Only validated bodies are cached."""
+
+
+Validator = Callable[[bytes], Any]
 
 
 class RetryableHTTPError(Exception):
@@ -95,7 +108,7 @@ class _WaitRetryAfter:
 
 def _retry_policy(cfg: HttpConfig) -> dict:
     return {
-        "retry": retry_if_exception_type((aiohttp.ClientConnectionError, aiohttp.ClientPayloadError, asyncio.TimeoutError, RetryableHTTPError)),
+        "retry": retry_if_exception_type((aiohttp.ClientConnectionError, aiohttp.ClientPayloadError, asyncio.TimeoutError, RetryableHTTPError, BadBody)),
         "wait": _WaitRetryAfter(cfg),
         "stop": stop_after_attempt(cfg.attempts),
         "reraise": True,
@@ -108,6 +121,7 @@ class HttpResult:
     body: bytes
     content_type: str
     cached: bool = False
+    value: Any = None  # what `validate` returned for the body (a decoded image, parsed JSON)
 
 
 class ResponseCache(Protocol):
@@ -146,27 +160,38 @@ class HttpClient:
         cacheable: bool = True,
         cache_key: Optional[str] = None,
         max_image_bytes: Optional[int] = None,
+        validate: Optional[Validator] = None,
     ) -> HttpResult:
         """`cache_key` replaces the URL as the cache key where the URL is not stable (pre-signed
         CDN links expire, but the image they point to does not change). `max_image_bytes`: this
         GET fetches an image; a body past it fails as `<stage>.image_too_large` without being
-        read to the end (cache hits are checked when decoded, by `decode_image`)."""
+        read to the end. `validate(body)` checks a 200's body (raising BadBody to fetch again);
+        its result is `HttpResult.value`. Cache hits are validated too, and a bad one refetched."""
         use_cache = cacheable and self.cache is not None
         if use_cache:
             key = cache_key or redact_url(f"{url}?{urlencode(sorted(params.items()), safe=',|')}" if params else url)
             body = await self.cache.get(key)
             if body is not None:
-                self.cache_hits += 1
-                return HttpResult(200, body, "", cached=True)
-        res = await http_get(self.session, url, params, self.cfg, stage, headers, self.limiter, self._retry, max_image_bytes=max_image_bytes)
+                try:
+                    value = validate(body) if validate else None
+                except BadBody:
+                    pass  # a damaged entry (written by an older version): fetch it again
+                else:
+                    self.cache_hits += 1
+                    return HttpResult(200, body, "", cached=True, value=value)
+        res = await http_get(
+            self.session, url, params, self.cfg, stage, headers, self.limiter, self._retry, max_image_bytes=max_image_bytes, validate=validate
+        )
         self.requests += 1
         if use_cache and res.status == 200:
             await self.cache.put(key, res.body)
         return res
 
-    async def post_json(self, url: str, body: dict, stage: str, headers: Optional[Mapping[str, str]] = None) -> HttpResult:
-        """POST a JSON body (model endpoints): same limits, retries and timeouts; never cached."""
-        res = await http_get(self.session, url, {}, self.cfg, stage, headers, self.limiter, self._retry, method="POST", json_body=body)
+    async def post_json(
+        self, url: str, body: dict, stage: str, headers: Optional[Mapping[str, str]] = None, validate: Optional[Validator] = None
+    ) -> HttpResult:
+        """POST a JSON body (model endpoints): same limits, retries, timeouts and validation; never cached."""
+        res = await http_get(self.session, url, {}, self.cfg, stage, headers, self.limiter, self._retry, method="POST", json_body=body, validate=validate)
         self.requests += 1
         return res
 
@@ -183,8 +208,10 @@ async def http_get(
     method: str = "GET",
     json_body: Optional[dict] = None,
     max_image_bytes: Optional[int] = None,
+    validate: Optional[Validator] = None,
 ) -> HttpResult:
-    """GET with retries on connection errors, timeouts, 429 and 5xx.
+    """GET with retries on connection errors, timeouts, 429, 5xx and damaged bodies (`validate`
+    raising BadBody on a 200).
 
     Returns the final response for the caller to interpret (4xx are answers, not retried).
     Raises StageError(`<stage>.unreachable` / `.timeout` / `.http_<code>`) when retries run out.
@@ -203,7 +230,8 @@ async def http_get(
             body = await resp.read() if max_image_bytes is None else await _read_capped(resp, max_image_bytes)
             if resp.status in RETRYABLE_STATUS:
                 raise RetryableHTTPError(resp.status, safe(), _retry_after(resp.headers))
-            return HttpResult(resp.status, body, resp.headers.get("Content-Type", ""))
+            value = validate(body) if validate is not None and resp.status == 200 else None
+            return HttpResult(resp.status, body, resp.headers.get("Content-Type", ""), value=value)
 
     try:
         async for attempt in AsyncRetrying(**(retry or _retry_policy(cfg))):
@@ -211,12 +239,16 @@ async def http_get(
                 return await once()
     except RetryableHTTPError as exc:
         raise StageError(f"{stage}.http_{exc.status}", f"{exc} after {cfg.attempts} attempts") from None
+    except BadBody as exc:
+        raise StageError(exc.reason, f"{exc} ({cfg.attempts} attempts)") from None
     except _BodyTooLarge as exc:
         raise StageError(f"{stage}.image_too_large", f"image from {safe()} {exc} (limit {max_image_bytes:,} bytes, fetch.http.max_image_bytes)") from None
     except asyncio.TimeoutError:
         raise StageError(f"{stage}.timeout", f"no answer from {safe()} within {cfg.timeout_s:g} s ({cfg.attempts} attempts)") from None
-    except (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError) as exc:
+    except aiohttp.ClientPayloadError as exc:
         # aiohttp's message can embed the URL with its query: keep only the exception kind.
+        raise StageError(f"{stage}.truncated", f"the answer from {safe()} was cut off mid-body: {type(exc).__name__} ({cfg.attempts} attempts)") from None
+    except aiohttp.ClientConnectionError as exc:
         raise StageError(f"{stage}.unreachable", f"cannot reach {safe()}: {type(exc).__name__} ({cfg.attempts} attempts)") from None
     raise AssertionError("unreachable")  # AsyncRetrying either returns or raises
 
@@ -236,6 +268,34 @@ async def _read_capped(resp: aiohttp.ClientResponse, max_bytes: int) -> bytes:
         if len(buf) > max_bytes:
             raise _BodyTooLarge(f"was cut off after {len(buf):,} bytes")
     return bytes(buf)
+
+
+def image_validator(stage: str, what: str, limits: ImageLimits) -> Validator:
+    """`validate` for an image GET: the decoded image; one that does not decode is fetched again
+    (BadBody), one past the limits fails at once (the next answer would be the same)."""
+
+    def check(body: bytes) -> Image.Image:
+        try:
+            return decode_image(body, stage, what, limits)
+        except StageError as exc:
+            if exc.reason == f"{stage}.bad_image":
+                raise BadBody(exc.reason, str(exc)) from None
+            raise
+
+    return check
+
+
+def json_validator(reason: str, what: str) -> Validator:
+    """`validate` for a JSON answer: the parsed document; a body that does not parse (cut short
+    in transit) is fetched again, then fails as `reason`."""
+
+    def check(body: bytes) -> Any:
+        try:
+            return json.loads(body)
+        except ValueError:
+            raise BadBody(reason, f"{what} is not JSON ({len(body):,} bytes)") from None
+
+    return check
 
 
 def decode_image(body: bytes, stage: str, what: str, limits: ImageLimits) -> Image.Image:

@@ -6,7 +6,6 @@ reach a cache key, a message or a log. Thumbnails come from the CDN and need no 
 
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -15,7 +14,7 @@ from typing import Any, Optional
 from ..errors import StageError
 from ..geo import distance_m
 from ..record import StreetCapture, StreetLocation, StreetView
-from .http import HttpClient, decode_image
+from .http import HttpClient, image_validator, json_validator
 
 COPYRIGHT = "Mapillary, CC BY-SA 4.0"
 # Mapillary publishes no field of view for its thumbnails; 90 degrees is a nominal value for a
@@ -100,7 +99,12 @@ class Mapillary:
         params = {"bbox": ",".join(f"{v:.7f}" for v in bbox), "fields": self.fields, "limit": str(self.cfg.limit)}
         # Not cached: new uploads appear, and the thumbnail URLs in the answer expire.
         res = await self.http.get(
-            self.cfg.base_url.rstrip("/") + "/images", params, "street", headers={"Authorization": f"OAuth {self._token}"}, cacheable=False
+            self.cfg.base_url.rstrip("/") + "/images",
+            params,
+            "street",
+            headers={"Authorization": f"OAuth {self._token}"},
+            cacheable=False,
+            validate=json_validator("street.bad_metadata", "Mapillary image search answer"),
         )
         if res.status in (401, 403):
             raise StageError(
@@ -108,10 +112,7 @@ class Mapillary:
             )
         if res.status != 200:
             raise StageError(f"street.http_{res.status}", f"Mapillary image search answered HTTP {res.status}")
-        try:
-            doc = json.loads(res.body)
-        except ValueError:
-            raise StageError("street.bad_metadata", "Mapillary image search answer is not JSON") from None
+        doc = res.value
         data = doc.get("data") if isinstance(doc, dict) else None
         if not isinstance(data, list):
             raise StageError("street.bad_metadata", "Mapillary image search answer has no 'data' list")
@@ -168,12 +169,18 @@ class Mapillary:
             raise StageError("street.no_thumbnail", f"Mapillary image {location.image_id} has no thumbnail URL")
         # The CDN URL is pre-signed: no Authorization header (the token stays with graph.mapillary.com).
         limits = self.http.cfg.image_limits
+        what = f"Mapillary thumbnail of image {location.image_id}"
         res = await self.http.get(
-            location.image_url, {}, "street", cache_key=f"mapillary:{location.image_id}:{self.cfg.thumb_field}", max_image_bytes=limits.max_bytes
+            location.image_url,
+            {},
+            "street",
+            cache_key=f"mapillary:{location.image_id}:{self.cfg.thumb_field}",
+            max_image_bytes=limits.max_bytes,
+            validate=image_validator("street", what, limits),
         )
         if res.status != 200:
-            raise StageError(f"street.http_{res.status}", f"Mapillary thumbnail of image {location.image_id} answered HTTP {res.status}")
-        img = decode_image(res.body, "street", f"Mapillary thumbnail of image {location.image_id}", limits)
+            raise StageError(f"street.http_{res.status}", f"{what} answered HTTP {res.status}")
+        img = res.value
         fmt = (img.format or "jpeg").lower()
         heading = location.heading if location.heading is not None else 0.0
         view = StreetView(heading, NOMINAL_FOV, 0.0, img.width, img.height, res.body, fmt)

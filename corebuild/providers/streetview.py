@@ -6,7 +6,6 @@ import asyncio
 import base64
 import hashlib
 import hmac
-import json
 from dataclasses import dataclass
 from typing import Optional
 from urllib.parse import urlencode, urlsplit
@@ -15,7 +14,7 @@ from ..errors import StageError
 from ..geo import distance_m
 from ..record import StreetCapture, StreetLocation, StreetView
 from .blank import is_mostly_flat
-from .http import HttpClient, decode_image
+from .http import HttpClient, image_validator, json_validator
 
 # Metadata statuses the API documents; anything else is reported as it came.
 METADATA_FAILURES = {
@@ -67,13 +66,14 @@ class GoogleStreetView:
         path = "/maps/api/streetview/metadata"
         params = self._params(path, {"location": f"{lat:.7f},{lon:.7f}", "radius": f"{self.cfg.radius_m:g}", "source": self.cfg.source})
         # Metadata is not cached: it is free, and "no imagery yet" may change between runs.
-        res = await self.http.get(self.cfg.base_url.rstrip("/") + path, params, "street", cacheable=False)
+        res = await self.http.get(
+            self.cfg.base_url.rstrip("/") + path, params, "street", cacheable=False, validate=json_validator("street.bad_metadata", "Street View metadata")
+        )
         if res.status != 200:
             raise StageError(f"street.http_{res.status}", f"Street View metadata answered HTTP {res.status}")
-        try:
-            doc = json.loads(res.body)
-        except ValueError:
-            raise StageError("street.bad_metadata", "Street View metadata is not JSON") from None
+        doc = res.value
+        if not isinstance(doc, dict):
+            raise StageError("street.bad_metadata", "Street View metadata is not a JSON object")
         status = doc.get("status", "<missing>")
         if status != "OK":
             reason = METADATA_FAILURES.get(status, "street.unexpected_status")
@@ -99,10 +99,11 @@ class GoogleStreetView:
             },
         )
         limits = self.http.cfg.image_limits
-        res = await self.http.get(c.base_url.rstrip("/") + path, params, "street", max_image_bytes=limits.max_bytes)
+        what = f"Street View image (heading {heading:g})"
+        res = await self.http.get(c.base_url.rstrip("/") + path, params, "street", max_image_bytes=limits.max_bytes, validate=image_validator("street", what, limits))
         if res.status != 200:
-            raise StageError(f"street.http_{res.status}", f"Street View image (heading {heading:g}) answered HTTP {res.status}")
-        img = decode_image(res.body, "street", f"Street View image (heading {heading:g})", limits)
+            raise StageError(f"street.http_{res.status}", f"{what} answered HTTP {res.status}")
+        img = res.value
         if is_mostly_flat(img):  # the grey "Sorry, we have no imagery here" picture
             raise StageError("street.no_imagery", f"Street View image at heading {heading:g} is the no-imagery placeholder")
         if img.size != (c.width, c.height):

@@ -7,6 +7,10 @@
 - XYZ tiles: `GET /tiles/{z}/{x}/{y}.png` (256-px Web Mercator PNG, imagery style) and
   `GET /osm/{z}/{x}/{y}.png` (OSM-style map tiles, zoom 0-19).
 - Mapillary API v4: see `corebuild.synthetic.mapillary`.
+- OpenAI-compatible `POST /v1/chat/completions`: see `corebuild.synthetic.llm`.
+
+With a `FaultConfig` (`corebuild synthetic serve --fault-rate 0.2`) a seeded share of requests
+misbehaves: see `corebuild.synthetic.faults`.
 
 The real clients in `corebuild.providers` talk to it exactly as they talk to the real services.
 """
@@ -23,6 +27,8 @@ from typing import Optional
 from aiohttp import web
 from PIL import Image, ImageDraw
 
+from .faults import FaultConfig, FaultInjector
+from .llm import add_llm_routes
 from .mapillary import add_mapillary_routes
 from ..aio import RunningServer, serve_app
 from .render import Camera, encode, render_map_tile, render_street, render_tile
@@ -49,9 +55,10 @@ def _no_imagery_image(w: int, h: int) -> bytes:
 
 
 class SyntheticServer:
-    def __init__(self, world: World):
+    def __init__(self, world: World, faults: Optional[FaultConfig] = None):
         self.world = world
         self.requests = {"metadata": 0, "image": 0, "tile": 0}
+        self.faults = FaultInjector(faults) if faults and faults.rate > 0 else None
 
     def _find(self, q) -> tuple[Optional[str], Optional[object]]:
         """(error status, pano) for the location/pano parameters of a request."""
@@ -144,26 +151,32 @@ class SyntheticServer:
         return web.Response(body=body, content_type="image/png", headers={"Cache-Control": "max-age=86400"})
 
     def app(self) -> web.Application:
-        app = web.Application()
+        # Describer requests carry four base64 images: well past aiohttp's 1 MiB default.
+        app = web.Application(client_max_size=64 * 1024 * 1024, middlewares=[self.faults.middleware] if self.faults else [])
         app.router.add_get("/maps/api/streetview/metadata", self.metadata)
         app.router.add_get("/maps/api/streetview", self.image)
         app.router.add_get("/tiles/{z}/{x}/{y}.png", self.tile)
         app.router.add_get("/osm/{z}/{x}/{y}.png", self.map_tile)
         app.router.add_get("/healthz", lambda r: web.Response(text="ok"))
         add_mapillary_routes(app, self.world)
+        add_llm_routes(app)
         return app
 
 
-def serve_in_thread(world: World, host: str = "127.0.0.1", port: int = 0) -> RunningServer:
-    """Start the server on a background thread (tests); returns once it is listening."""
-    return serve_app(SyntheticServer(world).app(), host, port)
+def serve_in_thread(world: World, host: str = "127.0.0.1", port: int = 0, faults: Optional[FaultConfig] = None) -> RunningServer:
+    """Start the server on a background thread (tests); returns once it is listening. With
+    `faults`, the running server's `server` attribute has the injector's counts."""
+    server = SyntheticServer(world, faults)
+    running = serve_app(server.app(), host, port)
+    running.server = server
+    return running
 
 
-def serve_forever(world: World, host: str = "127.0.0.1", port: int = 0) -> None:
+def serve_forever(world: World, host: str = "127.0.0.1", port: int = 0, faults: Optional[FaultConfig] = None) -> None:
     """Run in the foreground; prints `listening on <url>` once ready (the parent reads it)."""
 
     async def _main():
-        runner = web.AppRunner(SyntheticServer(world).app(), access_log=None)
+        runner = web.AppRunner(SyntheticServer(world, faults).app(), access_log=None)
         await runner.setup()
         await web.TCPSite(runner, host, port).start()
         print(f"listening on http://{host}:{runner.addresses[0][1]}", flush=True)

@@ -115,10 +115,7 @@ def test_another_config_is_refused_not_mixed(crowded, tmp_path):
 def _kill_and_resume(output: str, manifests_dir, prompts_dir, env: dict, count_done) -> list[str]:
     """Run the real CLI, SIGKILL its process group (the build, its Beam workers and the
     synthetic server, as an OOM kill would) once two units are done, then rerun it."""
-    cmd = [
-        sys.executable, "-m", "corebuild", "build", "--region", "small", "--manifests", str(manifests_dir), "--output", output,
-        "--min-spacing", "1", "--unit-points", str(UNIT), "--no-progress",
-    ]
+    cmd = _cli("small", output, manifests_dir)
     env = {**os.environ, **env, "PYTHONPATH": str(ROOT)}
     proc = subprocess.Popen(cmd, cwd=ROOT, env=env, start_new_session=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     deadline = time.monotonic() + 240
@@ -138,13 +135,69 @@ def _kill_and_resume(output: str, manifests_dir, prompts_dir, env: dict, count_d
     return [again.stdout]
 
 
-def test_sigkill_mid_build_then_rerun_finishes_like_a_clean_build(small, tmp_path, manifests_dir, prompts_dir):
+def _cli(region: str, output: str, manifests_dir) -> list[str]:
+    return [
+        sys.executable, "-m", "corebuild", "build", "--region", region, "--manifests", str(manifests_dir), "--output", output,
+        "--min-spacing", "1", "--unit-points", str(UNIT), "--no-progress",
+    ]
+
+
+def _markers_and_shards_agree(build_dir) -> int:
+    """Every unit marked done has its shards, whole and readable, with that unit's rows; returns
+    how many units are done. (A killed attempt may leave shards without a marker, never the reverse.)"""
+    import pyarrow.parquet as pq
+
+    done = sorted((build_dir / "_done").glob("u*.json")) if (build_dir / "_done").exists() else []
+    for marker in done:
+        doc = json.loads(marker.read_text())
+        for shard in doc["shards"]:
+            table = pq.read_table(build_dir / "shards" / shard["path"], use_threads=False)
+            assert table.num_rows == shard["rows"], (marker.name, shard)
+    return len(done)
+
+
+def test_sigkill_at_random_moments_then_resume_gives_the_clean_rows(small, tmp_path, manifests_dir, prompts_dir):
+    """Three attempts killed (SIGKILL to the whole process group: build, Beam workers, synthetic
+    server) at random moments, then one that finishes: 0 duplicates, 0 missing, the clean rows.
+    The seed is printed, and COREBUILD_KILL_SEED replays a failing sequence."""
+    import random
+
     result, _ = small
-    done_dir = tmp_path / "small" / "_done"
-    _kill_and_resume(str(tmp_path), manifests_dir, prompts_dir, {}, lambda: len(list(done_dir.glob("*.json"))) if done_dir.exists() else 0)
-    m = json.loads((tmp_path / "small" / "manifest.json").read_text())
-    assert m["consistent"] and len(m["attempts"]) == 2
-    assert rows_of(str(tmp_path / "small")) == rows_of(str(result.out_dir))
+    seed = int(os.environ.get("COREBUILD_KILL_SEED", time.time_ns() % 100_000))
+    rng = random.Random(seed)
+    build_dir = tmp_path / "small"
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    cmd = _cli("small", str(tmp_path), manifests_dir)
+    # An uninterrupted run in another output tells how long a whole attempt takes here.
+    t0 = time.monotonic()
+    whole = subprocess.run(_cli("small", str(tmp_path / "whole"), manifests_dir), cwd=ROOT, env=env, capture_output=True, text=True, timeout=400)
+    duration = time.monotonic() - t0
+    assert whole.returncode == 0, whole.stderr[-3000:]
+    moments = []
+    for attempt in range(3):
+        at = rng.uniform(0.05, 0.95) * duration
+        done_before = _markers_and_shards_agree(build_dir)
+        proc = subprocess.Popen(cmd, cwd=ROOT, env=env, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+            proc.wait(at)
+            finished = True
+        except subprocess.TimeoutExpired:
+            finished = False
+        finally:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(30)
+        moments.append((round(at, 1), "finished first" if finished else "killed", done_before, _markers_and_shards_agree(build_dir)))
+    print(f"\nkill seed {seed}: whole attempt {duration:.1f} s; (kill at s, outcome, units done before, after): {moments}")
+    again = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=400)
+    assert again.returncode == 0, f"seed {seed}: {again.stderr[-3000:]}"
+    done_at_start = moments[-1][3]
+    if done_at_start and not (build_dir / "manifest.json").exists():
+        assert f"{done_at_start} unit(s) already done" in again.stderr, again.stderr[-2000:]
+    m = json.loads((build_dir / "manifest.json").read_text())
+    assert m["consistent"] and m["counts"]["duplicate_sample_ids"] == 0 and m["counts"]["rows"] == m["counts"]["sampled"] == 12, f"seed {seed}"
+    assert rows_of(str(build_dir)) == rows_of(str(result.out_dir)), f"seed {seed}"
+    assert rows_of(str(tmp_path / "whole" / "small")) == rows_of(str(result.out_dir))
+    assert not [p for p in (build_dir / "shards").iterdir() if p.name not in {s["path"] for s in m["shards"]}], "stray shard files"
 
 
 def test_sigkill_and_resume_on_gcs(small, gcs_emulator, manifests_dir, prompts_dir):

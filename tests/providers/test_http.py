@@ -114,3 +114,92 @@ def test_post_json_is_retried_like_get(fault_server):
 
     res = asyncio.run(go())
     assert res.status == 200 and res.body == b'{"a": 1}' and fault_server.hits["post:p"] == 2
+
+
+def _damaged_once_app(good: bytes):
+    """Answers a complete 200 cut to half its length the first time, then the whole body."""
+    from aiohttp import web
+
+    hits = {"n": 0}
+
+    async def handler(request):
+        hits["n"] += 1
+        return web.Response(body=good[: len(good) // 2] if hits["n"] == 1 else good, content_type="image/png")
+
+    app = web.Application()
+    app.router.add_get("/img.png", handler)
+    return app, hits
+
+
+def _png() -> bytes:
+    import io
+
+    import numpy as np
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (64, 64, 3), dtype="uint8")).save(buf, "PNG")
+    return buf.getvalue()
+
+
+class _DictCache:
+    def __init__(self, entries=None):
+        self.entries = dict(entries or {})
+
+    async def get(self, key):
+        return self.entries.get(key)
+
+    async def put(self, key, body):
+        self.entries[key] = body
+
+
+def test_a_body_that_does_not_decode_is_fetched_again_and_only_a_good_one_cached():
+    from corebuild.aio import serve_app
+    from corebuild.providers.http import image_validator
+
+    good = _png()
+    app, hits = _damaged_once_app(good)
+    server = serve_app(app)
+    url = f"{server.url}/img.png"
+    cache = _DictCache({url: b"\x89PNG a damaged entry from an older version"})
+    try:
+
+        async def go():
+            async with aiohttp.ClientSession() as s:
+                return await HttpClient(s, FAST, cache=cache).get(url, {}, "aerial", validate=image_validator("aerial", "tile", FAST.image_limits))
+
+        res = asyncio.run(go())
+    finally:
+        server.stop()
+    assert res.status == 200 and res.value.size == (64, 64) and res.body == good
+    assert hits["n"] == 2  # the damaged cache entry was skipped, the damaged answer refetched
+    assert cache.entries[url] == good
+
+
+def test_a_body_damaged_every_time_fails_with_its_reason():
+    from corebuild.providers.http import json_validator
+
+    from aiohttp import web
+    from corebuild.aio import serve_app
+
+    hits = {"n": 0}
+
+    async def handler(request):
+        hits["n"] += 1
+        return web.Response(body=b'{"status": "OK", "pano_', content_type="application/json")
+
+    app = web.Application()
+    app.router.add_get("/meta", handler)
+    server = serve_app(app)
+    try:
+
+        async def go():
+            async with aiohttp.ClientSession() as s:
+                return await HttpClient(s, FAST).get(f"{server.url}/meta", {"key": "s3cret"}, "street", validate=json_validator("street.bad_metadata", "metadata"))
+
+        with pytest.raises(StageError) as err:
+            asyncio.run(go())
+    finally:
+        server.stop()
+    assert err.value.reason == "street.bad_metadata" and hits["n"] == FAST.attempts
+    assert "3 attempts" in str(err.value) and "s3cret" not in str(err.value)
