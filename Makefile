@@ -55,8 +55,11 @@ build-region-%: $(VENV)/.run-deps
 test: $(VENV)/.test-deps
 	$(PY) -m pytest -q
 
+# Every benchmark in bench/, then one table (also bench/results.md). The 100k load build takes
+# ~1.5 h on 2 cores: BENCH_ARGS="--use-saved load" reuses its last run, "--quick" runs small sizes.
+BENCH_ARGS ?=
 bench: $(VENV)/.test-deps
-	@for b in bench/bench_*.py; do echo "== $$b"; $(PY) $$b || exit 1; done
+	$(PY) bench/table.py $(BENCH_ARGS)
 
 clean-venv:
 	rm -rf $(VENV)

@@ -16,6 +16,8 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from benchline import emit  # noqa: E402
 SERVER = r'''
 import asyncio, json, sys
 from aiohttp import web
@@ -86,6 +88,8 @@ def main() -> int:
     print(f"{args.n} requests: {ok} ok, {wall:.2f} s wall, {cpu:.2f} s CPU -> {rate:.0f} requests/s ({ok / cpu:.0f} per CPU-s); target >= 200/s: {'met' if rate >= 200 else 'NOT met'}")
     print(f"{args.inflight} submitted at once: {sum(not r.failed for r in out2)} ok in {wall2:.1f} s; peak RSS {rss_before:.0f} MB before, {rss_after:.0f} MB after (bounded: bodies are built only when one of 64 slots is free)")
     print(json.dumps({"requests_per_s": round(rate, 1), "peak_rss_mb": round(rss_after)}))
+    emit("describe.req_per_s", "describe client req/s (openai backend, one core)", round(rate, 1), "req/s", ">= 200 req/s, memory bounded",
+         rate >= 200 and ok == args.n, f"{ok}/{args.n} ok; peak RSS {rss_after:.0f} MB with {args.inflight:,} submitted at once ({rss_before:.0f} MB before)")
     return 0 if ok == args.n else 1
 
 

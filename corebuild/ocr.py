@@ -1,5 +1,7 @@
 """OCR backends (registry). `rapidocr`: PP-OCRv4 ONNX models shipped inside the
-rapidocr_onnxruntime wheel, so it works offline; the default."""
+rapidocr_onnxruntime wheel, so it works offline; the default. `off`: reads nothing (empty
+evidence, recorded as `off:none` in every row and in the build's config and models), for load
+tests and builds where OCR's cost is not wanted."""
 
 from __future__ import annotations
 
@@ -93,6 +95,21 @@ class RapidOcrEngine:
         return hits
 
 
+class NoOcr:
+    """The `off` backend: every image reads as no text. Rows say so (`ocr_backend` "off:none"),
+    and the build's config (`ocr.backend`) and manifest `models.ocr` record it, so such a build
+    is never mistaken for one with OCR evidence."""
+
+    name = "off"
+    model_id = "none"
+
+    def __init__(self, cfg: OcrConfig):
+        self.cfg = cfg
+
+    def read(self, image: bytes) -> list[OcrHit]:
+        return []
+
+
 def _box_rect(box) -> tuple[float, float, float, float]:
     xs, ys = [p[0] for p in box], [p[1] for p in box]
     return min(xs), min(ys), max(xs), max(ys)
@@ -127,7 +144,10 @@ class GroupedOcr:
 
 # name -> factory(config, the region's language groups). rapidocr's wheel models read Latin and
 # Chinese whatever the region; easyocr loads one reader per group.
-OCR_BACKENDS: dict[str, Callable[[OcrConfig, list[list[str]]], OcrEngine]] = {"rapidocr": lambda cfg, groups: RapidOcrEngine(cfg)}
+OCR_BACKENDS: dict[str, Callable[[OcrConfig, list[list[str]]], OcrEngine]] = {
+    "rapidocr": lambda cfg, groups: RapidOcrEngine(cfg),
+    "off": lambda cfg, groups: NoOcr(cfg),
+}
 
 
 def load_ocr(cfg: OcrConfig, groups: list[list[str]] | None = None) -> OcrEngine:

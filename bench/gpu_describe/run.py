@@ -15,6 +15,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
+from benchline import emit  # noqa: E402
 
 
 def main() -> int:
@@ -39,6 +41,7 @@ def main() -> int:
         load_s = time.perf_counter() - t_load
     except ModelUnavailableError as exc:
         print(f"cannot run here: {exc}", file=sys.stderr)
+        emit("describe.vllm.images_per_s", "vllm describer images/s (GPU)", None, "images/s", "none stated (figure)", None, f"cannot run here: {str(exc).splitlines()[0][:200]}")
         return 2
 
     world = World.generate(7, 47.0, 8.0, 600, 600)
@@ -66,6 +69,8 @@ def main() -> int:
     print(f"  {4 * len(records) / wall:.1f} images/s, {len(records) / wall:.2f} descriptions/s, {out_tokens / wall:.0f} output tokens/s")
     print("compare: vllm bench throughput --model", args.model, "--backend vllm-chat --dataset-name random-mm",
           f"--num-prompts {args.n} --random-mm-base-items-per-request 4 --random-output-len 200")
+    emit("describe.vllm.images_per_s", "vllm describer images/s (GPU)", round(4 * len(records) / wall, 2), "images/s", "none stated (figure)", None,
+         f"{args.model}: {len(ok)}/{len(records)} described, {out_tokens / wall:.0f} output tokens/s, batch {args.batch}")
     return 0
 
 
