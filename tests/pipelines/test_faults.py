@@ -58,11 +58,11 @@ def _build(world, manifests_dir, prompts_dir, out, faults, limit=N, monkeypatch=
             output_dir=str(out),
             manifests_dir=str(manifests_dir),
             sample=SampleConfig(limit=limit),
-            # A stall of 1.5 s is a timeout to a 1 s client; short backoff keeps the suite quick
+            # A stall of 2.5 s is a timeout to a 2 s client (room for a loaded CI machine); short backoff keeps the suite quick
             # (Retry-After: 1 is still honoured: the wait is never shorter than it).
-            fetch=FetchConfig(http=HttpConfig(timeout_s=1.0, backoff_initial_s=0.05, backoff_max_s=2.0)),
+            fetch=FetchConfig(http=HttpConfig(timeout_s=2.0, backoff_initial_s=0.05, backoff_max_s=2.0)),
             describe=DescribeConfig(
-                backend="openai", prompt_id="cvg-progressive-v1", prompts_dir=str(prompts_dir), base_url=server.base_url, model="synthetic", timeout_s=1.0
+                backend="openai", prompt_id="cvg-progressive-v1", prompts_dir=str(prompts_dir), base_url=server.base_url, model="synthetic", timeout_s=2.0
             ),
             write=WriteConfig(unit_points=8),
         )
@@ -89,7 +89,7 @@ def clean(key, tiny_world, manifests_dir, prompts_dir, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def transient(key, tiny_world, manifests_dir, prompts_dir, tmp_path_factory):
-    faults = FaultConfig(rate=0.2, seed=1, hang_s=1.5)
+    faults = FaultConfig(rate=0.2, seed=1, hang_s=2.5)
     return _build(tiny_world, manifests_dir, prompts_dir, tmp_path_factory.mktemp("transient"), faults)
 
 
@@ -127,7 +127,7 @@ def test_transient_faults_are_retried_into_the_clean_rows(clean, transient, caps
 def test_persistent_faults_end_as_failure_rows_that_say_why(clean, key, tiny_world, manifests_dir, prompts_dir, tmp_path, capsys):
     _, clean_rows = clean
     n = 16
-    faults = FaultConfig(rate=0.2, seed=2, persistent=True, hang_s=1.5)
+    faults = FaultConfig(rate=0.2, seed=2, persistent=True, hang_s=2.5)
     result, injected, log = _build(tiny_world, manifests_dir, prompts_dir, tmp_path, faults, limit=n)
     m = result.manifest
     with capsys.disabled():
