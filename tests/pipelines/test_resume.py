@@ -156,7 +156,7 @@ def _markers_and_shards_agree(build_dir) -> int:
     return len(done)
 
 
-def test_sigkill_at_random_moments_then_resume_gives_the_clean_rows(small, tmp_path, manifests_dir, prompts_dir):
+def test_sigkill_at_random_moments_then_resume_gives_the_clean_rows(small, tmp_path, manifests_dir, prompts_dir, capsys):
     """Three attempts killed (SIGKILL to the whole process group: build, Beam workers, synthetic
     server) at random moments, then one that finishes: 0 duplicates, 0 missing, the clean rows.
     The seed is printed, and COREBUILD_KILL_SEED replays a failing sequence."""
@@ -187,7 +187,8 @@ def test_sigkill_at_random_moments_then_resume_gives_the_clean_rows(small, tmp_p
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait(30)
         moments.append((round(at, 1), "finished first" if finished else "killed", done_before, _markers_and_shards_agree(build_dir)))
-    print(f"\nkill seed {seed}: whole attempt {duration:.1f} s; (kill at s, outcome, units done before, after): {moments}")
+    with capsys.disabled():
+        print(f"\nkill seed {seed}: whole attempt {duration:.1f} s; (kill at s, outcome, units done before, after): {moments}")
     again = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=400)
     assert again.returncode == 0, f"seed {seed}: {again.stderr[-3000:]}"
     done_at_start = moments[-1][3]
