@@ -193,6 +193,10 @@ def remove_orphans(storage: Storage, region_id: str, markers: Sequence[dict[str,
         storage.delete(n)
     if orphans:
         log.info("removed %d shard(s) of unfinished units", len(orphans))
+    clean = getattr(storage, "remove_stale_temps", None)  # local storage: half-written temp files
+    stale = clean(f"{region_id}/") if clean else 0
+    if stale:
+        log.info("removed %d temp file(s) of interrupted writes", stale)
     return orphans
 
 

@@ -204,6 +204,20 @@ class LocalStorage:
             out.extend(base + f for f in filenames if not f.startswith(TMP_PREFIX) and (base + f).startswith(prefix))
         return sorted(out)
 
+    def remove_stale_temps(self, prefix: str) -> int:
+        """Delete in-flight temp files under `prefix` that a killed process left behind (a
+        partial shard can be tens of MB). Only while no other writer works there: at the start
+        and the end of a build. GCS has none: its uploads are atomic."""
+        check_rel(prefix, self.url, prefix=True)
+        start = self._path(prefix.rstrip("/"), prefix=True) if prefix.rstrip("/") else self.root
+        n = 0
+        for dirpath, _, filenames in os.walk(start):
+            for f in filenames:
+                if f.startswith(TMP_PREFIX):
+                    Path(dirpath, f).unlink(missing_ok=True)
+                    n += 1
+        return n
+
     def delete(self, rel: str) -> None:
         path = self._path(rel)
         try:

@@ -100,7 +100,11 @@ def test_write_unit_then_orphans_and_unit_checks(tmp_path):
     assert [s["path"] for s in marker["shards"]] == ["part-u00001-000.parquet", "part-u00001-001.parquet"]
     assert marker["points"] == [4, 5, 6, 7] and marker["rows"] == 4 and store.exists(marker_name("r", 1))
     store.write("r/shards/part-u00002-000.parquet", b"a killed attempt's shard")
+    # A write killed before its rename leaves a temp file `list` never shows (found by the random-kill test).
+    half = store.spool_path("r/shards/part-u00003-000.parquet")
+    half.write_bytes(b"PAR1 half a shard")
     assert remove_orphans(store, "r", [marker]) == ["r/shards/part-u00002-000.parquet"]
+    assert not half.exists() and sorted(p.name for p in (tmp_path / "r" / "shards").iterdir()) == [s["path"] for s in marker["shards"]]
     assert check_units([marker], 8, 4) == "1 of 2 units have no completion marker (first: u00000)"
     zero = dict(marker, unit=0, points=[0, 1, 2, 3])
     assert check_units([zero, marker], 8, 4) is None
