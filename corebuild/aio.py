@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import threading
 from dataclasses import dataclass
-from typing import Awaitable, Callable, TypeVar
+from typing import Any, Awaitable, Callable, TypeVar
 
 T = TypeVar("T")
 
@@ -36,6 +36,7 @@ class LoopThread:
 class RunningServer:
     base_url: str
     stop: Callable[[], None]
+    server: Any = None  # the app's state object, where the caller needs it (fault counts)
 
     @property
     def url(self) -> str:

@@ -22,6 +22,7 @@ from typing import Optional
 from aiohttp import web
 from PIL import Image
 
+from ..providers.http import SECRET_PARAMS
 from .render import encode
 
 # What a faulty answer can be, per kind of route. `truncated`: the connection drops mid-body
@@ -37,7 +38,6 @@ KINDS_BY_ROUTE = {
 }
 ALL_KINDS = tuple(sorted({k for kinds in KINDS_BY_ROUTE.values() for k in kinds}))
 ALWAYS_PERSISTENT = frozenset({"placeholder"})
-_SECRET_PARAMS = frozenset({"key", "signature", "client", "access_token"})
 
 
 def route_of(path: str) -> Optional[str]:
@@ -87,7 +87,7 @@ class FaultInjector:
         self.log: list[tuple[str, str, str, int]] = []
 
     async def _key(self, request: web.Request) -> str:
-        query = "&".join(f"{k}={v}" for k, v in sorted(request.query.items()) if k.lower() not in _SECRET_PARAMS)
+        query = "&".join(f"{k}={v}" for k, v in sorted(request.query.items()) if k.lower() not in SECRET_PARAMS)
         body = hashlib.sha256(await request.read()).hexdigest()[:16] if request.can_read_body else ""
         return f"{request.method} {request.path}?{query} {body}"
 

@@ -18,6 +18,7 @@ The real clients in `corebuild.providers` talk to it exactly as they talk to the
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import re
 import subprocess
 import sys
@@ -167,9 +168,7 @@ def serve_in_thread(world: World, host: str = "127.0.0.1", port: int = 0, faults
     """Start the server on a background thread (tests); returns once it is listening. With
     `faults`, the running server's `server` attribute has the injector's counts."""
     server = SyntheticServer(world, faults)
-    running = serve_app(server.app(), host, port)
-    running.server = server
-    return running
+    return dataclasses.replace(serve_app(server.app(), host, port), server=server)
 
 
 def serve_forever(world: World, host: str = "127.0.0.1", port: int = 0, faults: Optional[FaultConfig] = None) -> None:
