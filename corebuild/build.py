@@ -26,7 +26,8 @@ from .providers import AERIAL_PRESETS, STREET_PROVIDERS
 from .provenance import code_version, library_versions
 from .progress import UnitProgress
 from .regions import Region, load_region
-from .resume import BUILD_FILE, check_units, read_markers, remove_orphans, start_build, units_for
+from .failures import TRANSIENT, parse_retry_selection
+from .resume import BUILD_FILE, check_units, note_attempt, read_markers, remove_orphans, retry_selection, start_build, units_for
 from .sample import SamplingPlan
 from .storage import open_storage
 from .write import RunStamp
@@ -56,14 +57,22 @@ class BuildResult:
         return Path(self.out_url)
 
     @property
+    def transient(self) -> int:
+        """Failure rows that `--retry-failed` would re-attempt."""
+        return int(self.manifest["counts"].get("failed_by_class", {}).get(TRANSIENT, 0))
+
+    @property
     def summary(self) -> str:
         m = self.manifest
         c = m["counts"]
         reasons = ", ".join(f"{k} {v}" for k, v in c["failed_by_reason"].items())
+        retried = m.get("retried")
         return (
             f"{m['region_id']}: sampled {c['sampled']} / kept {c['kept']} / failed {c['failed']}"
             + (f" ({reasons})" if reasons else "")
+            + (f"; retried {retried['points']} failure row(s)" if retried else "")
             + f" in {m['timings']['total_s']:.1f} s -> {self.out_url}/shards"
+            + (f"\n{self.transient} transient failure(s) remain (quota, 429/5xx, timeouts): rerun the same command with --retry-failed" if self.transient else "")
         )
 
 
@@ -152,9 +161,12 @@ def preflight(cfg: BuildConfig, region: Region) -> dict[str, Any]:
     }
 
 
-def run_build(cfg: BuildConfig, pipeline_factory: Optional[Callable] = None, overwrite: bool = False, progress: bool = True) -> BuildResult:
+def run_build(
+    cfg: BuildConfig, pipeline_factory: Optional[Callable] = None, overwrite: bool = False, progress: bool = True, retry_failed: Optional[str] = None
+) -> BuildResult:
     """Build (or resume) one region. A rerun with the same config into the same output skips
-    the finished work units; `overwrite` starts afresh instead."""
+    the finished work units; `overwrite` starts afresh instead. `retry_failed` ("transient", or a
+    comma list of reasons/kinds) also re-attempts those failure rows of finished units, in place."""
     t0 = time.perf_counter()
     started = datetime.now(timezone.utc)
     region = load_region(cfg.region_id, cfg.manifests_dir)
@@ -175,9 +187,22 @@ def run_build(cfg: BuildConfig, pipeline_factory: Optional[Callable] = None, ove
             storage, region.id, f"{region.id}-{started.strftime('%Y%m%dT%H%M%SZ')}", cfg.content_hash(), cfg.content_dict(),
             cfg.write.unit_points, version, overwrite,
         )
+        retried = None
         if state.resumed:
-            remove_orphans(storage, region.id, read_markers(storage, region.id))
+            markers = read_markers(storage, region.id)
+            remove_orphans(storage, region.id, markers)
             log.info("resuming build %s (attempt %d): %d unit(s) already done", state.build_id, state.attempt, len(state.done))
+            if retry_failed is not None:
+                chosen = retry_selection(storage, region.id, markers, parse_retry_selection(retry_failed))
+                state = dataclasses.replace(state, retry=frozenset(chosen))
+                by_reason: dict[str, int] = {}
+                for why in chosen.values():
+                    by_reason[why] = by_reason.get(why, 0) + 1
+                retried = {"selection": retry_failed or TRANSIENT, "points": len(chosen), "by_reason": dict(sorted(by_reason.items()))}
+                note_attempt(storage, region.id, retried=retried)
+                log.info("retrying %d failure row(s): %s", len(chosen), ", ".join(f"{k} {v}" for k, v in retried["by_reason"].items()) or "none match")
+        elif retry_failed is not None:
+            log.warning("--retry-failed: %s held no build; this is a fresh one", storage.join(region.id))
         stamp = RunStamp(build_id=state.build_id, config_hash=state.config_hash, code_version=version)
         from pipelines.build_region import run
 
@@ -186,7 +211,7 @@ def run_build(cfg: BuildConfig, pipeline_factory: Optional[Callable] = None, ove
         beam_log, quiet = logging.getLogger("apache_beam.runners.common"), _NoTracebackForOurErrors()
         beam_log.addFilter(quiet)
         try:
-            with UnitProgress(storage, region.id, units_for(wanted, state.unit_points), state.unit_points, enabled=progress):
+            with UnitProgress(storage, region.id, units_for(wanted, state.unit_points), state.unit_points, enabled=progress, attempt=state.attempt, retry_units=state.retry_units):
                 run(cfg, region, stamp, storage, state, test_pipeline=pipeline_factory() if pipeline_factory else None)
         finally:
             beam_log.removeFilter(quiet)
@@ -218,6 +243,7 @@ def run_build(cfg: BuildConfig, pipeline_factory: Optional[Callable] = None, ove
         "sampling": sampling,
         "units": {"unit_points": state.unit_points, "done": len(markers), "done_before_this_attempt": len(state.done), "problem": unit_problem},
         "counts": {"sampled": sampled, **{k: v for k, v in counts.items() if k != "shards"}},
+        "retried": retried,
         "consistent": unit_problem is None
         and sampled == counts["rows"] == counts["kept"] + counts["failed"]
         and counts["duplicate_sample_ids"] == 0,

@@ -16,7 +16,7 @@ def _build(args: argparse.Namespace) -> int:
     from .build import run_build
     from .config import BuildConfig, RunnerConfig, WriteConfig
     from .ocr import OcrConfig
-    from .providers import AerialConfig, HttpConfig, StreetViewConfig
+    from .providers import AerialConfig, StreetViewConfig
     from .providers.localfolder import LocalFolderConfig
     from .providers.mapillary import MapillaryConfig
     from .fetch import FetchConfig
@@ -31,7 +31,7 @@ def _build(args: argparse.Namespace) -> int:
     ocr_threads = args.ocr_threads if args.ocr_threads is not None else (max(1, (os.cpu_count() or 1) // workers) if workers > 1 else 0)
     street = StreetViewConfig(base_url=args.streetview_url) if args.streetview_url else StreetViewConfig()
     aerial = AerialConfig(url_template=args.aerial_url or "", api_key_env=args.aerial_key_env)
-    http = HttpConfig(rate_per_s=args.rate, concurrency=args.concurrency)
+    http, http_by_stage = _http_configs(args)
     mapillary = MapillaryConfig(base_url=args.mapillary_url) if args.mapillary_url else MapillaryConfig()
     local = LocalFolderConfig(root=args.local_folder or "")
     secret_names = []
@@ -47,7 +47,14 @@ def _build(args: argparse.Namespace) -> int:
         manifests_dir=args.manifests,
         sample=SampleConfig(seed=args.seed, min_spacing_m=args.min_spacing, limit=args.limit),
         fetch=FetchConfig(
-            streetview=street, aerial=aerial, http=http, mapillary=mapillary, local=local, cache_url=args.cache, secret_names=tuple(secret_names)
+            streetview=street,
+            aerial=aerial,
+            http=http,
+            http_by_stage=http_by_stage,
+            mapillary=mapillary,
+            local=local,
+            cache_url=args.cache,
+            secret_names=tuple(secret_names),
         ),
         street_provider=args.street_provider,
         aerial_preset=args.aerial_preset,
@@ -78,9 +85,34 @@ def _build(args: argparse.Namespace) -> int:
             extra_args=tuple(args.beam_args),
         ),
     )
-    result = run_build(cfg, overwrite=args.overwrite, progress=not args.no_progress)
+    result = run_build(cfg, overwrite=args.overwrite, progress=not args.no_progress, retry_failed=args.retry_failed)
     print(result.summary)
+    if result.transient:
+        print(f"retry them with: {retry_command(args.argv)}")
     return 0
+
+
+def retry_command(argv: list[str]) -> str:
+    """The build's own command line with --retry-failed (before any `--` Beam options), for the
+    summary; credentials in it are redacted."""
+    import shlex
+
+    from .providers.http import redact_text
+
+    argv = list(argv)
+    if not any(a == "--retry-failed" or a.startswith("--retry-failed=") for a in argv[: argv.index("--") if "--" in argv else len(argv)]):
+        argv.insert(argv.index("--") if "--" in argv else len(argv), "--retry-failed")
+    return redact_text(shlex.join(["corebuild", *argv]))
+
+
+def _retry_choice(text: str) -> str:
+    """`--retry-failed` value: every item a known failure kind, a reason of one, or a class."""
+    from .failures import KINDS, PERMANENT, TRANSIENT, kind_of
+
+    bad = [p for p in (x.strip() for x in text.split(",")) if p and p not in (TRANSIENT, PERMANENT) and kind_of(p) not in KINDS]
+    if bad or not text.strip():
+        raise argparse.ArgumentTypeError(f"unknown failure reason or kind {', '.join(bad) or repr(text)} (known kinds: {', '.join(KINDS)}; or transient, permanent)")
+    return text
 
 
 def _check_numbers(args: argparse.Namespace) -> None:
@@ -91,13 +123,43 @@ def _check_numbers(args: argparse.Namespace) -> None:
         ("--shard-mb", args.shard_mb, finite(args.shard_mb * 1024 * 1024) and args.shard_mb * 1024 * 1024 >= 1, "a finite size of at least 1 byte"),
         ("--min-spacing", args.min_spacing, finite(args.min_spacing) and args.min_spacing >= 0, "a finite distance >= 0"),
         ("--limit", args.limit, args.limit is None or args.limit >= 0, ">= 0"),
-        ("--rate", args.rate, finite(args.rate) and args.rate >= 0, "a finite rate >= 0 (0: unlimited)"),
+        ("--rate", args.rate, finite(args.rate) and args.rate >= 0, "a finite rate >= 0 (0: unlimited, 0.2: one request every 5 s)"),
         ("--concurrency", args.concurrency, args.concurrency >= 1, ">= 1"),
         ("--ocr-threads", args.ocr_threads, args.ocr_threads is None or args.ocr_threads >= 0, ">= 0 (0: all cores)"),
     )
     for flag, value, ok, want in checks:
         if not ok:
             raise CorebuildError(f"{flag} must be {want}, got {value}")
+
+
+def _http_configs(args: argparse.Namespace):
+    """(HttpConfig, FetchConfig.http_by_stage) from --rate, --concurrency and the repeatable
+    --retry-attempts / --max-retry-wait [STAGE=]VALUE: a bare value sets every stage, a STAGE=
+    one wins over it whatever the order. Defaults stay HttpConfig's."""
+    from dataclasses import replace
+
+    from .fetch import FETCH_STAGES
+    from .providers import HttpConfig
+
+    fields: dict[str, dict[str, float]] = {}  # stage ("" = every stage) -> HttpConfig field -> value
+    for flag, name, items, parse, least in (
+        ("--retry-attempts", "attempts", args.retry_attempts, int, 1),
+        ("--max-retry-wait", "max_retry_wait_s", args.max_retry_wait, float, 0),
+    ):
+        for item in items:
+            stage, sep, text = item.rpartition("=")
+            if sep and stage not in FETCH_STAGES:
+                raise CorebuildError(f"{flag} wants [STAGE=]VALUE with STAGE one of {', '.join(FETCH_STAGES)}, got {item!r}")
+            try:
+                value = parse(text)
+            except ValueError:
+                value = None
+            if value is None or not math.isfinite(value) or value < least:
+                want = "an integer >= 1" if parse is int else "a finite number of seconds >= 0"
+                raise CorebuildError(f"{flag} must be {want}, got {item!r}")
+            fields.setdefault(stage, {})[name] = value
+    base = HttpConfig(rate_per_s=args.rate, concurrency=args.concurrency, **fields.pop("", {}))
+    return base, tuple((stage, replace(base, **f)) for stage, f in sorted(fields.items()))
 
 
 def _serve(args: argparse.Namespace) -> int:
@@ -241,6 +303,11 @@ def parser() -> argparse.ArgumentParser:
     b.add_argument("--shard-mb", type=float, default=256.0, help="roll over to a new shard past this size")
     b.add_argument("--overwrite", action="store_true", help="replace a build of another config in the output (default: resume one of this config)")
     b.add_argument("--no-progress", action="store_true", help="no progress bar / progress log lines")
+    b.add_argument(
+        "--retry-failed", nargs="?", const="transient", default=None, type=_retry_choice, metavar="REASONS",
+        help="re-attempt a finished build's transient failure rows in place (or only these comma-separated reasons or kinds, "
+        "e.g. street.over_query_limit,aerial.http_503,http_5xx)",
+    )
     b.add_argument("--ocr-threads", type=int, default=None, help="ONNX threads per worker (default: cores / workers)")
     b.add_argument("--ocr-backend", default="rapidocr", help="rapidocr (offline default), easyocr, or off (no OCR: empty evidence, recorded as such)")
     b.add_argument("--easyocr-dir", default=None, help="easyocr weights directory")
@@ -270,7 +337,16 @@ def parser() -> argparse.ArgumentParser:
         "--secret", action="append", default=[], metavar="ENV=projects/P/secrets/NAME",
         help="read the key named by env var ENV from Secret Manager on the workers (Dataflow); repeatable",
     )
-    b.add_argument("--rate", type=float, default=0.0, help="requests/s per provider per worker (0: unlimited)")
+    b.add_argument("--rate", type=float, default=0.0, help="requests/s per provider per worker, any positive number (0.2: one every 5 s; 0: unlimited)")
+    b.add_argument(
+        "--retry-attempts", action="append", default=[], metavar="[STAGE=]N",
+        help="attempts per request, the first included; STAGE: street, aerial or map (bare: every stage); repeatable (default: fetch.http.attempts)",
+    )
+    b.add_argument(
+        "--max-retry-wait", action="append", default=[], metavar="[STAGE=]SECONDS",
+        help="the longest Retry-After honoured; a longer one fails the record as transient (see --retry-failed); "
+        "STAGE as for --retry-attempts; repeatable (default: fetch.http.max_retry_wait_s)",
+    )
     b.add_argument("--concurrency", type=int, default=16, help="HTTP requests in flight per worker")
     b.add_argument("beam_args", nargs="*", help="extra Beam pipeline options after --")
     b.set_defaults(func=_build)
@@ -326,7 +402,9 @@ def parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
     args = parser().parse_args(argv)
+    args.argv = argv
     debug = args.log_level == "DEBUG"
     logging.basicConfig(level=logging.DEBUG if debug else logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("corebuild").setLevel(args.log_level)

@@ -50,6 +50,19 @@ class RunnerConfig:
         return args + list(self.extra_args)
 
 
+# How fast and how hard providers are asked changes no row that a rerun with
+# --retry-failed cannot fix (it turns transient failures into kept rows), so a rerun may change
+# it and still resume: lower --rate after quota trouble, raise --max-retry-wait. Image limits stay.
+_HTTP_PACING = ("concurrency", "rate_per_s", "timeout_s", "attempts", "backoff_initial_s", "backoff_max_s", "max_retry_wait_s")
+
+
+def _drop_http_pacing(fetch: dict[str, Any]) -> None:
+    for http in (fetch["http"], *(h for _, h in fetch["http_by_stage"])):
+        for key in _HTTP_PACING:
+            http.pop(key)
+    fetch["http_by_stage"] = [[stage, h] for stage, h in fetch["http_by_stage"] if h != fetch["http"]]
+
+
 @dataclass(frozen=True)
 class BuildConfig:
     region_id: str
@@ -83,6 +96,7 @@ class BuildConfig:
         for k in ("output_dir", "runner", "manifests_dir"):
             d.pop(k)
         d["fetch"].pop("cache_url")  # a cache changes speed, not rows
+        _drop_http_pacing(d["fetch"])
         d["fetch"].pop("secret_names")  # where keys come from changes no row
         d["describe"].pop("api_key_secret")
         if self.imagery == "synthetic":

@@ -30,6 +30,22 @@ class DescribeConfig:
     attempts: int = 4
     grounding: str = "fail"  # sign text not in the OCR evidence: "fail" the row, "remove" it, or "off"
     self_review: bool = False  # a second request: the model checks its description against the images
+    # Longest image side sent to a model (px); larger images are shrunk, aspect kept, to JPEG.
+    # 1024 keeps four views inside the vllm engine's context: Qwen2.5-VL spends a token per 28x28
+    # patch, so a 1024x768 view is ~1,000 tokens, four ~4,000 of max_model_len's 8,192 with room
+    # for the text and max_tokens=800 (one 4000x3000 photo would be ~15,000). Hosted models shrink
+    # past it anyway (GPT-4o to 768 on the short side, Claude to 1568 on the long one). Street
+    # View's 640 px views go as fetched.
+    max_image_side: int = 1024
+    # The in-process vllm engine: context length, and images per prompt (one per view).
+    max_model_len: int = 8192
+    max_images_per_prompt: int = 4
+
+    def __post_init__(self) -> None:
+        for name in ("max_image_side", "max_model_len", "max_images_per_prompt"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ConfigError(f"describe.{name} must be a positive integer, not {value!r}")
 
 
 class Describer(Protocol):

@@ -11,15 +11,18 @@ from dataclasses import dataclass, field
 from typing import Iterable, Optional, Sequence
 
 import aiohttp
-from aiolimiter import AsyncLimiter
 
 from .aio import LoopThread
 from .cache import open_cache
 from .errors import ConfigError, StageError
 from .providers import AERIAL_PROVIDERS, STREET_PROVIDERS, AerialConfig, HttpClient, HttpConfig, StreetViewConfig, xyz_tiles
+from .providers.http import rate_limiter
 from .providers.localfolder import LocalFolderConfig
 from .providers.mapillary import MapillaryConfig
 from .record import Record
+
+
+FETCH_STAGES = ("street", "aerial", "map")  # the stages whose HTTP settings can differ
 
 
 @dataclass(frozen=True)
@@ -36,9 +39,20 @@ class FetchConfig:
     # Env var name -> Secret Manager resource name, for workers that have no such env (Dataflow).
     # Names a secret, never holds one (corebuild.secrets).
     secret_names: tuple[tuple[str, str], ...] = ()
+    # Stage (FETCH_STAGES) -> the HttpConfig its provider uses instead of `http` (attempts and
+    # max_retry_wait_s differ by provider: quota answers, free vs billed requests).
+    http_by_stage: tuple[tuple[str, HttpConfig], ...] = ()
+
+    def __post_init__(self) -> None:
+        unknown = sorted({s for s, _ in self.http_by_stage} - set(FETCH_STAGES))
+        if unknown:
+            raise ConfigError(f"fetch.http_by_stage: unknown stage(s) {', '.join(map(repr, unknown))}; known: {', '.join(FETCH_STAGES)}")
 
     def secret_name(self, env_name: str) -> str:
         return dict(self.secret_names).get(env_name, "")
+
+    def http_for(self, stage: str) -> HttpConfig:
+        return dict(self.http_by_stage).get(stage, self.http)
 
 
 def _internal(rec: Record, stage: str, exc: Exception) -> Record:
@@ -60,11 +74,28 @@ async def locate_one(rec: Record, street) -> Record:
     return rec.with_(location=loc).timed("locate", time.perf_counter() - t0)
 
 
+def location_key(location) -> str:
+    return f"{location.provider}:{location.dedupe_key}"
+
+
 def dedupe_key(rec: Record) -> tuple[str, str]:
     """Records that would duplicate each other share this key; failed ones never do."""
     if rec.failed or rec.location is None:
         return (rec.region_id, f"\0{rec.sample_id}")
-    return (rec.region_id, f"{rec.location.provider}:{rec.location.dedupe_key}")
+    return (rec.region_id, location_key(rec.location))
+
+
+DUPLICATE = "street.duplicate"
+_AS = " as "
+
+
+def duplicate_of(rec: Record, what: str, shown: str, keeper_id: str) -> Record:
+    return rec.fail(DUPLICATE, f"same {what} {shown}{_AS}{keeper_id}")
+
+
+def keeper_named(rec: Record) -> Optional[str]:
+    """The keeper a duplicate row names (sample ids hold no spaces), else None."""
+    return rec.error.rsplit(_AS, 1)[-1] if rec.failure_reason == DUPLICATE and rec.error else None
 
 
 def keep_first(group: Iterable[Record]) -> list[Record]:
@@ -75,9 +106,7 @@ def keep_first(group: Iterable[Record]) -> list[Record]:
         return recs
     first = recs[0]
     what = "Mapillary sequence" if first.location.sequence_id else "panorama"
-    return [first] + [
-        r.fail("street.duplicate", f"same {what} {first.location.dedupe_key} as {first.sample_id}") for r in recs[1:]
-    ]
+    return [first] + [duplicate_of(r, what, first.location.dedupe_key, first.sample_id) for r in recs[1:]]
 
 
 def dedupe(records: Sequence[Record]) -> list[Record]:
@@ -124,10 +153,9 @@ class Fetcher:
             self._loop.close()
             raise
 
-    def _client(self, session: aiohttp.ClientSession) -> HttpClient:
-        h = self.cfg.http
-        limiter: Optional[AsyncLimiter] = AsyncLimiter(h.rate_per_s, 1.0) if h.rate_per_s > 0 else None
-        return HttpClient(session, h, limiter, self.cache)
+    def _client(self, session: aiohttp.ClientSession, stage: str) -> HttpClient:
+        h = self.cfg.http_for(stage)
+        return HttpClient(session, h, rate_limiter(h.rate_per_s), self.cache)
 
     async def _open(self):
         session = aiohttp.ClientSession(
@@ -135,9 +163,9 @@ class Fetcher:
             headers={"User-Agent": "corebuild/0.1 (+dataset builder)"},
         )
         try:
-            street = STREET_PROVIDERS[self.cfg.street_provider](self.cfg, self._client(session))
-            aerial = AERIAL_PROVIDERS[self.cfg.aerial_provider](self.cfg, self._client(session))
-            self.map = xyz_tiles(self.cfg.map, self._client(session), "map", self.cfg.secret_name(self.cfg.map.api_key_env or "")) if self.cfg.map else None
+            street = STREET_PROVIDERS[self.cfg.street_provider](self.cfg, self._client(session, "street"))
+            aerial = AERIAL_PROVIDERS[self.cfg.aerial_provider](self.cfg, self._client(session, "aerial"))
+            self.map = xyz_tiles(self.cfg.map, self._client(session, "map"), "map", self.cfg.secret_name(self.cfg.map.api_key_env or "")) if self.cfg.map else None
         except BaseException:
             await session.close()
             raise

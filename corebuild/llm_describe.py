@@ -6,21 +6,63 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import io
 import json
+import re
 import time
 from dataclasses import dataclass
 from typing import Any, Optional, Sequence
 
 import aiohttp
+from PIL import Image
 
 from .aio import LoopThread
 from .describe import DESCRIBERS, DescribeConfig, compass
 from .errors import ConfigError, StageError
+from .images import DEFAULT_MAX_PIXELS, ImageRejected, ImageTooLarge, open_header
 from .prompts import Prompt, load_prompt
 from .qc import language_ok
-from .providers.http import BadBody, HttpClient, HttpConfig, json_validator
-from .record import Description, Record
+from .providers.http import BadBody, HttpClient, HttpConfig, json_validator, redact_text
+from .record import Description, Record, StreetView
 from .secrets import resolve_secret
+
+# A prompt (text plus image tokens) past the model's context: vLLM's engine raises
+# VLLMValidationError (a ValueError) "The decoder prompt (length N) is longer than the maximum model
+# length of M" (vllm/v1/engine/input_processor.py); `vllm serve` and OpenAI answer HTTP 400 "This
+# model's maximum context length is N tokens" (code context_length_exceeded).
+_CONTEXT_LENGTH = re.compile(r"longer than the maximum model length|maximum context length is|context_length_exceeded", re.I)
+
+
+def model_error(exc: BaseException) -> StageError:
+    """An exception from a model engine as a failure: the prompt not fitting the context is the
+    record's (permanent: the same prompt gets the same answer), anything else the engine's (transient)."""
+    message = redact_text(f"{type(exc).__name__}: {exc}")[:300]
+    if _CONTEXT_LENGTH.search(str(exc)):
+        return StageError("describe.prompt_too_long", f"the prompt does not fit the model's context: {message}")
+    return StageError("describe.engine_error", f"the model engine raised: {message}")
+
+
+def image_url(view: StreetView, max_side: int) -> str:
+    """The view as a data URI, shrunk to `max_side` on its longest side (aspect kept, JPEG) when
+    larger; an image within the limit goes byte for byte as fetched."""
+    what = f"the view at heading {view.heading:g}"
+    data, fmt = view.image, view.image_format
+    try:
+        with open_header(io.BytesIO(data), max_pixels=DEFAULT_MAX_PIXELS, what=what) as img:
+            if max(img.size) > max_side:
+                # reducing_gap=1: a JPEG is decoded at the smallest DCT scale still >= max_side (a
+                # 4000 px photo at 1/2), half the time of the default gap, before the Lanczos pass.
+                img.thumbnail((max_side, max_side), Image.Resampling.LANCZOS, reducing_gap=1.0)
+                out = io.BytesIO()
+                img.convert("RGB").save(out, "JPEG", quality=90)
+                data, fmt = out.getvalue(), "jpeg"
+    except ImageTooLarge as exc:
+        raise StageError("describe.image_too_large", str(exc)) from None
+    except ImageRejected as exc:
+        raise StageError("describe.bad_image", str(exc)) from None
+    except (OSError, ValueError) as exc:  # the header read, the pixels did not
+        raise StageError("describe.bad_image", f"{what} does not decode: {type(exc).__name__}: {exc}") from None
+    return f"data:image/{fmt};base64,{base64.b64encode(data).decode()}"
 
 
 def evidence_json(rec: Record, context: dict) -> str:
@@ -44,7 +86,8 @@ def evidence_json(rec: Record, context: dict) -> str:
     return doc.replace("<", "\\u003c").replace(">", "\\u003e")
 
 
-def build_messages(rec: Record, prompt: Prompt, context: dict) -> list[dict[str, Any]]:
+def build_messages(rec: Record, prompt: Prompt, context: dict, max_image_side: int) -> list[dict[str, Any]]:
+    """The chat messages every model backend sends; raises StageError for an image that cannot be sent."""
     body = prompt.body
     region = context.get(rec.region_id, {})
     views = rec.street.views
@@ -56,19 +99,17 @@ def build_messages(rec: Record, prompt: Prompt, context: dict) -> list[dict[str,
         evidence=evidence_json(rec, context),
         target_words=body["target_words"],
     )
-    images = [
-        {"type": "image_url", "image_url": {"url": f"data:image/{v.image_format};base64,{base64.b64encode(v.image).decode()}"}} for v in views
-    ]
+    images = [{"type": "image_url", "image_url": {"url": image_url(v, max_image_side)}} for v in views]
     return [{"role": "system", "content": body["system"]}, {"role": "user", "content": [{"type": "text", "text": text}, *images]}]
 
 
-def review_messages(rec: Record, prompt: Prompt) -> list[dict[str, Any]]:
+def review_messages(rec: Record, prompt: Prompt, max_image_side: int) -> list[dict[str, Any]]:
     r = prompt.body["review"]
     # The description is model output, so data here too: a "</description>" inside it must not
     # close the block (same escape as the evidence; ordinary text has no angle brackets).
     quoted = rec.description.text.replace("<", "\\u003c").replace(">", "\\u003e")
     text = r["user"].format(n_views=len(rec.street.views), description=quoted)
-    images = build_messages(rec, prompt, {})[1]["content"][1:]
+    images = build_messages(rec, prompt, {}, max_image_side)[1]["content"][1:]
     return [{"role": "system", "content": r["system"]}, {"role": "user", "content": [{"type": "text", "text": text}, *images]}]
 
 
@@ -130,7 +171,7 @@ def apply_answer(rec: Record, a: ModelAnswer, backend: str, prompt: Prompt, samp
         return rec.fail(exc.reason, str(exc))
     words = len(answer["description"].split())
     b = prompt.body
-    if not language_ok(answer["description"], b.get("language", "en")):
+    if not language_ok(answer["description"], b.get("language", "en"), answer["signs"]):
         return rec.fail("describe.language", f"the description is not in the language asked for ({b.get('language', 'en')})")
     if not b.get("min_words", 0) <= words <= b.get("max_words", 10**6):
         return rec.fail("describe.length", f"description has {words} words, outside {b.get('min_words')}..{b.get('max_words')}")
@@ -174,7 +215,7 @@ class OpenAIDescriber:
     def request_body(self, rec: Record, context: dict) -> dict[str, Any]:
         return {
             "model": self.cfg.model,
-            "messages": build_messages(rec, self.prompt, context),
+            "messages": build_messages(rec, self.prompt, context, self.cfg.max_image_side),
             **self.sampling,
             "response_format": {"type": "json_schema", "json_schema": {"name": "scene_description", "schema": self.prompt.body["schema"], "strict": True}},
         }
@@ -206,7 +247,10 @@ class OpenAIDescriber:
                 self.cfg.base_url.rstrip("/") + "/v1/chat/completions", self.request_body(rec, context), "describe", self._headers, validate=self._validate
             )
             if res.status != 200:
-                raise StageError(f"describe.http_{res.status}", f"the describer endpoint answered HTTP {res.status}: {res.body[:200]!r}")
+                body = redact_text(res.body[:1000].decode("utf-8", "replace"))
+                if res.status == 400 and _CONTEXT_LENGTH.search(body):  # the same failure as vllm's engine raising it
+                    raise StageError("describe.prompt_too_long", f"the prompt does not fit the model's context: HTTP 400 {body[:200]!r}")
+                raise StageError(f"describe.http_{res.status}", f"the describer endpoint answered HTTP {res.status}: {body[:200]!r}")
             reply = res.value
             choice = reply["choices"][0]
             message = choice.get("message", {})
@@ -232,7 +276,7 @@ class OpenAIDescriber:
         r = self.prompt.body["review"]
         body = {
             "model": self.cfg.model,
-            "messages": review_messages(rec, self.prompt),
+            "messages": review_messages(rec, self.prompt, self.cfg.max_image_side),
             **r.get("sampling", {}),
             "response_format": {"type": "json_schema", "json_schema": {"name": "self_review", "schema": r["schema"], "strict": True}},
         }

@@ -9,6 +9,7 @@ from typing import Any, Optional
 
 from .dataset import open_parquet
 from .errors import CorebuildError
+from .failures import failure_class
 
 
 COUNT_COLUMNS = ["sample_id", "region_id", "status", "failure_reason"]
@@ -46,14 +47,22 @@ def count_shards(storage, names: list[str], written: Optional[dict[str, dict[str
         if known is not None and known.get("rows") not in (None, table.num_rows):
             raise ValueError(f"{storage.join(name)} holds {table.num_rows} rows; its marker says {known['rows']}")
         shards.append({"path": base, "rows": table.num_rows, "bytes": size, "sha256": digest})
+    def by_class(by_reason: dict[str, int]) -> dict[str, int]:
+        out: Counter = Counter()
+        for why, n in by_reason.items():
+            out[failure_class(why)] += n
+        return dict(sorted(out.items()))
+
     for r in per_region.values():
         r["failed_by_reason"] = dict(sorted(r["failed_by_reason"].items()))
+        r["failed_by_class"] = by_class(r["failed_by_reason"])
     return {
         "rows": sum(s["rows"] for s in shards),
         "kept": status.get("kept", 0),
         "failed": status.get("failed", 0),
         "other_status": {k: v for k, v in status.items() if k not in ("kept", "failed")},
         "failed_by_reason": dict(sorted(reasons.items())),
+        "failed_by_class": by_class(reasons),
         "duplicate_sample_ids": sum(1 for v in ids.values() if v > 1),
         "per_region": per_region,
         "shards": shards,

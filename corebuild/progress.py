@@ -4,6 +4,7 @@ Beam's own counters (corebuild namespace) carry the same figures for Dataflow's 
 
 from __future__ import annotations
 
+import json
 import logging
 import sys
 import threading
@@ -22,8 +23,14 @@ class UnitProgress:
     line every `log_every_s`. Units done before this attempt count as done at the start.
     """
 
-    def __init__(self, storage, region_id: str, total_units: int, unit_points: int, *, enabled: bool = True, poll_s: Optional[float] = None, log_every_s: float = 30.0, stream=None):
+    def __init__(
+        self, storage, region_id: str, total_units: int, unit_points: int, *, enabled: bool = True, poll_s: Optional[float] = None,
+        log_every_s: float = 30.0, stream=None, attempt: int = 0, retry_units: frozenset[int] = frozenset(),
+    ):
         self.storage, self.region_id, self.total, self.unit_points = storage, region_id, total_units, unit_points
+        # A retry pass rewrites finished units: each counts once its marker says this attempt.
+        self.attempt, self.retry_units = attempt, retry_units
+        self._markers: dict[str, tuple[int, int]] = {}  # marker name -> (attempt, transient failure rows)
         self.enabled = enabled and total_units > 0
         # Listing a bucket costs a request per 1,000 names: poll gs:// less often.
         self.poll_s = poll_s if poll_s is not None else (10.0 if "://" in storage.url else 2.0)
@@ -34,6 +41,22 @@ class UnitProgress:
 
     def done(self) -> int:
         return sum(1 for n in self.storage.list(f"{self.region_id}/{DONE_DIR}/") if n.endswith(".json"))
+
+    def poll(self) -> tuple[int, int]:
+        """(units finished, counting each retried unit once rewritten; transient failure rows in
+        the finished units). Each marker is read once, a retried unit's until it is rewritten."""
+        names = [n for n in self.storage.list(f"{self.region_id}/{DONE_DIR}/") if n.endswith(".json")]
+        for n in names:
+            unit = int(n.rsplit("/u", 1)[-1][:-5])
+            seen = self._markers.get(n)
+            if seen is None or (unit in self.retry_units and seen[0] < self.attempt):
+                try:
+                    doc = json.loads(self.storage.read(n) or b"{}")
+                except ValueError:
+                    doc = {}
+                self._markers[n] = (int(doc.get("attempt", 0)), int(doc.get("failure_classes", {}).get("transient", 0)))
+        stale = sum(1 for n in names if int(n.rsplit("/u", 1)[-1][:-5]) in self.retry_units and self._markers[n][0] < self.attempt)
+        return len(names) - stale, sum(t for _, t in self._markers.values())
 
     def __enter__(self) -> "UnitProgress":
         if self.enabled:
@@ -48,7 +71,7 @@ class UnitProgress:
 
     def _run(self) -> None:
         try:
-            start = self.done()
+            start, transient = self.poll()
         except Exception as exc:  # progress must never break a build
             log.warning("progress off: cannot list %s: %s", self.storage.join(self.region_id), exc)
             return
@@ -62,7 +85,7 @@ class UnitProgress:
         last_log, shown = t0, start
         while not self._stop.wait(self.poll_s):
             try:
-                n = self.done()
+                n, transient = self.poll()
             except Exception:
                 continue
             now = time.monotonic()
@@ -70,10 +93,11 @@ class UnitProgress:
             rate = (n - start) * self.unit_points / max(now - t0, 1e-9)
             if bar is not None:
                 bar.update(n - shown)
-                bar.set_postfix_str(f"~{rate:.2f} rows/s")
+                bar.set_postfix_str(f"~{rate:.2f} rows/s" + (f", {transient} transient failures" if transient else ""))
             elif now - last_log >= self.log_every_s:
                 eta = f"eta {(self.total - n) * self.unit_points / rate:.0f} s" if rate > 0 else "first unit not done yet"
-                log.info("progress %s: %d/%d units, ~%.2f rows/s, %s", self.region_id, n, self.total, rate, eta)
+                retry = f"; {transient} transient failure row(s) so far (rerun with --retry-failed when it ends)" if transient else ""
+                log.info("progress %s: %d/%d units, ~%.2f rows/s, %s%s", self.region_id, n, self.total, rate, eta, retry)
                 last_log = now
             shown = n
         if bar is not None:

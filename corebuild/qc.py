@@ -5,32 +5,62 @@ instead, by config)."""
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import re
 import unicodedata
 from difflib import SequenceMatcher
-from typing import Iterable
+from typing import TYPE_CHECKING, Iterable
 
 from .record import Record
 
-# Quotes pair up left to right whatever their content's length: a length limit inside the pattern
-# would let a one-character sign shift the pairing and quote the prose between two signs.
-_QUOTED = re.compile(r"[\"“”]([^\"“”]*)[\"“”]")
+if TYPE_CHECKING:
+    from py3langid.langid import LanguageIdentifier
+
+# Each quotation style pairs its own marks, left to right, whatever their content's length: a
+# length limit inside the pattern would let a one-character sign shift the pairing and quote the
+# prose between two signs. One alternation, so a quote inside another style's quote stays inside.
+# (openers, closers): English, German „…“ and Swedish ”…” double quotes; «…», »…« and »…»; CJK.
+_PAIRS = [('"“”„', '"“”'), ("«»", "«»"), ("‹›", "‹›"), ("「", "」"), ("『", "』")]
+# Single quotes double as apostrophes: one opens only after a non-word character, closes only
+# before one, and inside it an apostrophe between two letters (JOE'S) is content, not a close;
+# nor does the elided century of a decade ('90s) open one.
+_SINGLE = [("'", "'"), ("‘‚", "’‘")]
+_QUOTED = re.compile(
+    "|".join(f"[{re.escape(o)}]([^{re.escape(c)}]*)[{re.escape(c)}]" for o, c in _PAIRS)
+    + "|"
+    + "|".join(rf"(?<![\w'’])[{re.escape(o)}](?=\S)(?!\d0s\b)((?:[^{re.escape(c)}]|(?<=\w)[{re.escape(c)}](?=\w))*?)(?<=\S)[{re.escape(c)}](?!\w)" for o, c in _SINGLE)
+)
+
+
+def quoted(text: str) -> list[str]:
+    """The phrases a text puts in quotation marks, any style."""
+    return [next(g for g in m.groups() if g is not None) for m in _QUOTED.finditer(text)]
 
 
 def _norm(text: str) -> str:
     return re.sub(r"[^0-9a-z\u00c0-\uffff]+", "", text.lower())
 
 
+_DIGIT_LIKE = str.maketrans("OoIl|", "00111")
+
+
+def _numbers(text: str) -> set[str]:
+    """Digit runs; O and I/l beside a digit read as 0 and 1 (OCR's usual confusions: "I2" is 12)."""
+    return set(re.findall(r"\d+", re.sub(r"[OoIl|]*\d[\dOoIl|]*", lambda m: m.group().translate(_DIGIT_LIKE), text)))
+
+
 def grounded(claim: str, evidence: Iterable[str], min_ratio: float = 0.8) -> bool:
     """A sign text the model claims is grounded when it fuzzily matches some OCR reading (or a
-    reading contains it): OCR splits and joins words, models change case and spacing."""
-    c = _norm(claim)
+    reading contains it), any case: OCR splits and joins words, models change case and spacing.
+    Its numbers must all be in that reading: "ROMA BAKERY 13" is not "ROMA BAKERY 12", though the
+    fuzzy ratio alone would say so."""
+    c, digits = _norm(claim), _numbers(claim)
     if not c:
         return True
     for e in evidence:
         n = _norm(e)
-        if n and (c in n or n in c and len(n) >= 0.8 * len(c) or SequenceMatcher(None, c, n).ratio() >= min_ratio):
+        if n and (c in n or n in c and len(n) >= 0.8 * len(c) or SequenceMatcher(None, c, n).ratio() >= min_ratio) and digits <= _numbers(e):
             return True
     return False
 
@@ -39,7 +69,7 @@ def claimed_signs(rec: Record) -> list[str]:
     """Text the description presents as written: the answer's `signs` and quoted phrases."""
     d = rec.description
     claims = list(json.loads(d.parts).get("signs", [])) if d and d.parts else []
-    claims += [q for q in _QUOTED.findall(d.text) if 2 <= len(q.strip()) <= 80] if d else []
+    claims += [q for q in quoted(d.text) if 2 <= len(q.strip()) <= 80] if d else []
     seen, out = set(), []
     for c in claims:
         if c not in seen:
@@ -48,8 +78,10 @@ def claimed_signs(rec: Record) -> list[str]:
     return out
 
 
-def check_grounding(rec: Record, action: str = "fail", min_ratio: float = 0.8) -> Record:
-    """Hallucinated sign text: `fail` the row, or `remove` the sentences that quote it."""
+def check_grounding(rec: Record, action: str = "fail", min_ratio: float = 0.8, min_words: int = 1) -> Record:
+    """Hallucinated sign text: `fail` the row, or `remove` the sentences that quote it. What
+    removal leaves must still reach the prompt's `min_words`, else the row fails
+    (`qc.emptied_by_grounding`): a stub is not a description."""
     if rec.failed or rec.description is None:
         return rec
     evidence = [t.text for t in rec.ocr or () if not t.dropped]
@@ -59,7 +91,10 @@ def check_grounding(rec: Record, action: str = "fail", min_ratio: float = 0.8) -
     if action == "fail":
         return rec.fail("qc.ungrounded_sign_text", f"sign text not in the OCR evidence: {bad[:5]}")
     sentences = re.split(r"(?<=[.!?])\s+", rec.description.text)
-    kept = [s for s in sentences if not any(b in s for b in bad)]
+    kept = [s for s in sentences if not any(b.lower() in s.lower() for b in bad)]
+    words = sum(len(s.split()) for s in kept)
+    if words < max(min_words, 1):
+        return rec.fail("qc.emptied_by_grounding", f"removing ungrounded sign text {bad[:5]} left {words} words, under the prompt's {min_words}")
     parts = json.loads(rec.description.parts) if rec.description.parts else {}
     if "signs" in parts:
         parts["signs"] = [s for s in parts["signs"] if s not in bad]
@@ -71,17 +106,38 @@ def check_grounding(rec: Record, action: str = "fail", min_ratio: float = 0.8) -
 SCRIPTS = {"en": "LATIN", "fr": "LATIN", "de": "LATIN", "es": "LATIN", "pt": "LATIN", "it": "LATIN", "ru": "CYRILLIC", "ja": ("CJK", "HIRAGANA", "KATAKANA"), "zh": "CJK", "ko": "HANGUL", "ar": "ARABIC"}
 
 
-def language_ok(text: str, language: str, min_share: float = 0.85) -> bool:
-    """Whether most letters are in the script of the language asked for (a cheap check that
-    catches a model answering in another language; quoted foreign sign text is tolerated)."""
+@functools.cache
+def _identifier() -> LanguageIdentifier:
+    """py3langid's naive Bayes model (140 languages, shipped in its wheel: nothing downloaded),
+    with probabilities normalised and length-calibrated, so a short text is not confidently anything."""
+    from py3langid.langid import MODEL_FILE, LanguageIdentifier
+
+    return LanguageIdentifier.from_model_file(MODEL_FILE, norm_probs=True)
+
+
+def identify(text: str) -> tuple[str, float]:
+    """(ISO 639 code, probability) of the text's language."""
+    return _identifier().classify(text)
+
+
+def language_ok(text: str, language: str, signs: Iterable[str] = (), min_share: float = 0.85, min_confidence: float = 0.9, min_letters: int = 40) -> bool:
+    """Whether a description is in the language asked for. Judged on its own prose: quoted phrases
+    and the sign texts it names cut out, so foreign shop names do not count. Most letters must be in
+    the language's script (when SCRIPTS knows it), and a language identifier must not be confident
+    (>= min_confidence, on at least min_letters letters) that it is another language (when the
+    identifier knows the language asked for). A language neither knows is not checked."""
+    prose = _without_sign_text(text, signs)
+    letters = [c for c in prose if c.isalpha()]
     script = SCRIPTS.get(language)
-    if script is None:
-        return True  # no rule for this language: not checked, rather than guessed
-    prefixes = (script,) if isinstance(script, str) else script
-    letters = [c for c in _QUOTED.sub(" ", text) if c.isalpha()]
-    if not letters:
-        return False
-    return sum(unicodedata.name(c, "").startswith(prefixes) for c in letters) / len(letters) >= min_share
+    if script is not None:
+        prefixes = (script,) if isinstance(script, str) else script
+        if not letters or sum(unicodedata.name(c, "").startswith(prefixes) for c in letters) / len(letters) < min_share:
+            return False
+    if language in _identifier().nb_classes and len(letters) >= min_letters:
+        found, p = identify(prose)
+        if found != language and p >= min_confidence:
+            return False
+    return True
 
 
 # Prompt injection through sign text. Strong cues make OCR text an instruction on their own;

@@ -94,8 +94,10 @@ def check_rel(rel: str, where: str, *, prefix: bool = False) -> str:
 
 def _os_error(doing: str, path: object, exc: OSError) -> StorageError:
     code = exc.errno
-    if code in (errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC)):
-        return StorageError(f"disk full {doing} {path}")
+    if code == errno.ENOSPC:
+        return StorageError(f"disk full {doing} {path}: no space left on device")
+    if code == getattr(errno, "EDQUOT", errno.ENOSPC):
+        return StorageError(f"disk full {doing} {path}: disk quota exceeded")
     if code in (errno.EACCES, errno.EPERM):
         return StorageError(f"permission denied {doing} {path}")
     if code == errno.EROFS:

@@ -13,8 +13,8 @@ from typing import Any, Callable, Iterable, Optional, Sequence
 from apache_beam.ml.inference.base import ModelHandler, PredictionResult
 
 from .describe import DescribeConfig
-from .errors import ModelUnavailableError
-from .llm_describe import ModelAnswer, apply_answer, apply_review, build_messages, review_messages
+from .errors import ModelUnavailableError, StageError
+from .llm_describe import ModelAnswer, apply_answer, apply_review, build_messages, model_error, review_messages
 from .prompts import load_prompt
 from .record import Record
 
@@ -44,12 +44,38 @@ def load_vllm(cfg: DescribeConfig) -> Any:
             "describer 'vllm' needs the vllm package on a GPU worker (pip install vllm there); "
             "on other machines use --describer openai against a `vllm serve` endpoint"
         ) from None
-    return vllm.LLM(model=cfg.model, limit_mm_per_prompt={"image": 4}, max_model_len=8192, enable_prefix_caching=True)
+    return vllm.LLM(
+        model=cfg.model, limit_mm_per_prompt={"image": cfg.max_images_per_prompt}, max_model_len=cfg.max_model_len, enable_prefix_caching=True
+    )
+
+
+def chat_each(model: Any, conversations: list, params: Any) -> list[Any]:
+    """One `LLM.chat` output per conversation, or the StageError that conversation met. The batch
+    goes in one call, but one prompt vLLM refuses (too long for the context) raises out of the whole
+    call with no outputs, as does an engine fault: then each conversation is asked alone, and only
+    those that raise again fail."""
+    try:
+        outputs = list(model.chat(conversations, params, use_tqdm=False))
+        if len(outputs) == len(conversations):
+            return outputs
+        raise RuntimeError(f"LLM.chat returned {len(outputs)} outputs for {len(conversations)} conversations")
+    except Exception as exc:
+        if len(conversations) == 1:
+            return [model_error(exc)]
+    done: list[Any] = []
+    for conv in conversations:
+        try:
+            [out] = model.chat([conv], params, use_tqdm=False)
+            done.append(out)
+        except Exception as exc:
+            done.append(model_error(exc))
+    return done
 
 
 class VllmDescribeHandler(ModelHandler):
     """RunInference over Records: each batch becomes one `LLM.chat` call; failed records pass
-    through untouched; every result is a Record (described, or failed with a reason)."""
+    through untouched; every result is a Record (described, or failed with a reason): an engine
+    exception fails records (`describe.engine_error`, `describe.prompt_too_long`), never the bundle."""
 
     name = "vllm"
 
@@ -74,13 +100,29 @@ class VllmDescribeHandler(ModelHandler):
     def share_model_across_processes(self) -> bool:
         return True  # one engine per GPU VM, not one per SDK process
 
+    def _ask(self, model: Any, records: list[Record], build: Callable[[Record], list], params: Any, results: dict[str, Record]) -> list[tuple[Record, Any]]:
+        """(record, output) for the records the model answered; the others go into `results` failed."""
+        asked: list[tuple[Record, list]] = []
+        for rec in records:
+            try:
+                asked.append((rec, build(rec)))
+            except StageError as exc:
+                results[rec.sample_id] = rec.fail(exc.reason, str(exc))
+        answered = []
+        for (rec, _), out in zip(asked, chat_each(model, [conv for _, conv in asked], params) if asked else ()):
+            if isinstance(out, StageError):
+                results[rec.sample_id] = rec.fail(out.reason, str(out))
+            else:
+                answered.append((rec, out))
+        return answered
+
     def run_inference(self, batch: Sequence[Record], model: Any, inference_args: Optional[dict] = None) -> Iterable[PredictionResult]:
         todo = [r for r in batch if not r.failed and r.street is not None and r.ocr is not None]
         results: dict[str, Record] = {}
+        side = self.cfg.max_image_side
         if todo:
             params = self._sampling_factory(self.sampling, self.prompt.body["schema"])
-            outputs = model.chat([build_messages(r, self.prompt, self.context) for r in todo], params, use_tqdm=False)
-            for rec, out in zip(todo, outputs):
+            for rec, out in self._ask(model, todo, lambda r: build_messages(r, self.prompt, self.context, side), params, results):
                 gen = out.outputs[0]
                 answer = ModelAnswer(
                     content=gen.text,
@@ -96,8 +138,7 @@ class VllmDescribeHandler(ModelHandler):
                 if good:
                     review = self.prompt.body["review"]
                     params = self._sampling_factory(review.get("sampling", {}), review["schema"])
-                    outputs = model.chat([review_messages(r, self.prompt) for r in good], params, use_tqdm=False)
-                    for rec, out in zip(good, outputs):
+                    for rec, out in self._ask(model, good, lambda r: review_messages(r, self.prompt, side), params, results):
                         results[rec.sample_id] = apply_review(rec, out.outputs[0].text)
         for rec in batch:
             if rec.sample_id in results:

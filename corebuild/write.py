@@ -17,6 +17,7 @@ import shapely
 from pyproj import CRS
 from shapely.geometry import Point
 
+from .failures import failure_class, table_markdown
 from .record import Record
 
 _VIEW = pa.struct(
@@ -64,6 +65,7 @@ FIELDS: list[tuple[str, pa.DataType, str]] = [
     ("geometry", pa.binary(), "sampled point as WKB (GeoParquet primary geometry, OGC:CRS84)"),
     ("status", pa.string(), "kept | failed"),
     ("failure_reason", pa.string(), "<stage>.<kind> for failed rows, else null"),
+    ("failure_class", pa.string(), "transient (re-attempted by `build --retry-failed`) | permanent, for failed rows (table below), else null"),
     ("error", pa.string(), "human-readable failure message (no secrets), else null"),
     ("street_provider", pa.string(), "street-level provider name"),
     ("pano_id", pa.string(), "provider's panorama/image id"),
@@ -160,6 +162,7 @@ def record_to_row(rec: Record, stamp: RunStamp) -> dict[str, Any]:
         "geometry": shapely.to_wkb(Point(rec.lon, rec.lat)),
         "status": rec.status,
         "failure_reason": rec.failure_reason,
+        "failure_class": failure_class(rec.failure_reason) if rec.failed else None,
         "error": rec.error,
         "street_provider": s.provider if s else None,
         "pano_id": s.pano_id if s else None,
@@ -247,6 +250,10 @@ class ShardWriter:
     (rows carry ~0.3 MB of images). A finished shard is stored and hashed on a background thread
     while the next one encodes (at most one in flight); `close()` returns only once every shard
     is stored, so a caller may then write a completion marker.
+
+    An OSError while Arrow writes the spool (a full disk is first met there: ENOSPC from the
+    sink's write) becomes a StorageError naming the shard ("disk full writing ..."), and any error
+    in `write` or `close` drops the half-written spool file: the writer is then spent.
     """
 
     def __init__(
@@ -274,17 +281,38 @@ class ShardWriter:
         self._shard_rows = 0
         self._pool = None
         self._pending = None  # the shard being stored
+        self._spent = False  # an error dropped the shard being written
 
     def _name(self) -> str:
         # Stable names (a work unit's shards) are overwritten by a retry; unique ones never collide.
         return f"{self.prefix}-{self._n:03d}.parquet" if self.stable_names else f"{self.prefix}-{self._tag}-{self._n:04d}.parquet"
 
     def write(self, row: dict[str, Any]) -> None:
+        if self._spent:
+            raise RuntimeError(f"ShardWriter({self.prefix!r}) failed earlier; its rows are lost")
         self._rows.append(row)
         if len(self._rows) >= self.row_group_rows:
-            self._flush_rows()
-            if self._writer is not None and self._sink[1].tell() >= self.target_bytes:
-                self._finish_shard()
+            try:
+                self._flush_rows()
+                if self._writer is not None and self._sink[1].tell() >= self.target_bytes:
+                    self._finish_shard()
+            except BaseException:
+                self._discard()
+                raise
+
+    def _spool_error(self, exc: OSError) -> Exception:
+        """An OSError from writing the spool -> StorageError naming the shard (and the spool
+        file when it lies elsewhere, as gs:// spools in the local temp directory do)."""
+        import os
+
+        from .storage import _os_error
+
+        join = getattr(self.storage, "join", None)
+        where = join(self._name()) if join else self._name()
+        spool = self._sink[0] if self._sink is not None else None
+        if isinstance(spool, Path) and os.path.dirname(where) != str(spool.parent):
+            where = f"{spool} (the local spool file of {where})"
+        return _os_error("writing", where, exc)
 
     def _flush_rows(self) -> None:
         import io
@@ -293,16 +321,21 @@ class ShardWriter:
 
         if not self._rows:
             return
-        if self._writer is None:
-            spool = getattr(self.storage, "spool_path", None)
-            if spool is not None:
-                path = spool(self._name())
-                self._sink = (path, pa.OSFile(str(path), "wb"))  # native writes: no Python per page
-            else:  # a Storage without spooling (e.g. a test double): build the shard in memory
-                buf = io.BytesIO()
-                self._sink = (buf, pa.PythonFile(buf, mode="w"))
-            self._writer = pq.ParquetWriter(self._sink[1], self.schema, **self._options)
-        self._writer.write_table(pa.Table.from_pylist(self._rows, schema=self.schema), row_group_size=len(self._rows))
+        table = pa.Table.from_pylist(self._rows, schema=self.schema)
+        try:
+            if self._writer is None:
+                spool = getattr(self.storage, "spool_path", None)
+                if spool is not None:
+                    path = spool(self._name())
+                    self._sink = (path, None)  # an error opening it still drops the file (gs:// spools exist already)
+                    self._sink = (path, pa.OSFile(str(path), "wb"))  # native writes: no Python per page
+                else:  # a Storage without spooling (e.g. a test double): build the shard in memory
+                    buf = io.BytesIO()
+                    self._sink = (buf, pa.PythonFile(buf, mode="w"))
+                self._writer = pq.ParquetWriter(self._sink[1], self.schema, **self._options)  # writes the magic bytes
+            self._writer.write_table(table, row_group_size=len(self._rows))
+        except OSError as exc:  # pyarrow raises the sink's OSError (errno set) as it is
+            raise self._spool_error(exc) from None
         self._shard_rows += len(self._rows)
         self._rows = []
 
@@ -311,10 +344,13 @@ class ShardWriter:
             return
         from concurrent.futures import ThreadPoolExecutor
 
-        self._writer.close()
         where, sink = self._sink
-        size = sink.tell()
-        sink.close()
+        try:
+            self._writer.close()  # the footer: the last bytes of the spool
+            size = sink.tell()
+            sink.close()
+        except OSError as exc:
+            raise self._spool_error(exc) from None
         self._wait()
         if self._pool is None:
             self._pool = ThreadPoolExecutor(1, thread_name_prefix="corebuild-shard")
@@ -343,20 +379,43 @@ class ShardWriter:
             pending, self._pending = self._pending, None
             pending.result()  # a storage error (disk full) surfaces here, in the caller
 
+    def _discard(self) -> None:
+        """After an error: drop the shard being written (its spool file), let a shard already
+        being stored finish (its own error, if any, is not the one reported), and stop."""
+        from contextlib import suppress
+
+        self._spent = True
+        self._rows = []
+        if self._sink is not None:
+            where, sink = self._sink
+            if self._writer is not None:
+                with suppress(Exception):  # writes a footer that nobody reads; may fail the same way
+                    self._writer.close()
+            if sink is not None:
+                with suppress(Exception):
+                    sink.close()
+            if isinstance(where, Path):
+                with suppress(OSError):
+                    where.unlink(missing_ok=True)
+            self._writer, self._sink = None, None
+        if self._pool is not None:
+            self._pool.shutdown(wait=True)
+            self._pool = None
+        self._pending = None
+
     def close(self) -> list[tuple[str, int]]:
+        if self._spent:
+            raise RuntimeError(f"ShardWriter({self.prefix!r}) failed earlier; its rows are lost")
         try:
             self._flush_rows()
             self._finish_shard()
             self._wait()
-        finally:
-            if self._sink is not None:  # an error mid-shard: drop its spool file
-                self._sink[1].close()
-                if isinstance(self._sink[0], Path):
-                    self._sink[0].unlink(missing_ok=True)
-                self._writer, self._sink = None, None
-            if self._pool is not None:
-                self._pool.shutdown(wait=True)
-                self._pool = None
+        except BaseException:
+            self._discard()
+            raise
+        if self._pool is not None:
+            self._pool.shutdown(wait=True)
+            self._pool = None
         return self.written
 
 
@@ -399,6 +458,17 @@ def schema_markdown() -> str:
     ]
     for name, typ, doc in FIELDS:
         lines.append(f"| `{name}` | `{typ}` | {doc.replace('|', chr(92) + '|')} |")
+    lines += [
+        "",
+        "## Failure reasons",
+        "",
+        "`failure_reason` is `<stage>.<kind>` (`street.over_query_limit`, `aerial.http_503`); its kind decides",
+        "`failure_class` (`corebuild/failures.py`). Transient rows are re-attempted in place by",
+        "`corebuild build ... --retry-failed` (or only the reasons or kinds named:",
+        "`--retry-failed street.over_query_limit,http_5xx`); `manifest.json` counts failures by reason and by class.",
+        "",
+        *table_markdown(),
+    ]
     return "\n".join(lines) + "\n"
 
 

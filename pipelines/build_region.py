@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import traceback
@@ -16,11 +17,12 @@ from corebuild.describe import load_describer
 from corebuild.evidence import ocr_record
 from corebuild.fetch import Fetcher, dedupe_key
 from corebuild.ocr import load_ocr
+from corebuild.prompts import load_prompt
 from corebuild.qc import check_grounding, check_injection
 from corebuild.segment import load_labeler, load_segmenter, segment_record
 from corebuild.record import Record
 from corebuild.regions import Region
-from corebuild.resume import BuildState, Claim, marker_name, resolve_duplicates, unit_of, write_unit
+from corebuild.resume import BuildState, Claim, marker_name, merge_unit, resolve_duplicates, unit_of, write_unit
 from corebuild.sample import SamplingPlan, records_of
 from corebuild.write import RunStamp, ShardWriter, record_to_row
 
@@ -149,15 +151,18 @@ class LocateDoFn(_FetchDoFn):
 
 
 class ReadClaimsDoFn(beam.DoFn):
-    """Finished units' claims on panoramas, so pending points dedupe against them."""
+    """Finished units' claims on panoramas, so pending points dedupe against them (points being
+    retried claim nothing: they are located again)."""
 
-    def __init__(self, storage):
-        self.storage = storage
+    def __init__(self, storage, retry: frozenset[int]):
+        self.storage, self.retry = storage, retry
 
     def process(self, name: str):
         marker = json.loads(self.storage.read(name) or b"{}")
-        for key, index, sid, what, shown in marker.get("claims", []):
-            yield (marker["region_id"], key), Claim(sid, index, key, what, shown)
+        for item in marker.get("claims", []):
+            claim = Claim.from_marker(marker["region_id"], item)
+            if claim.point_index not in self.retry:
+                yield (marker["region_id"], claim.key), claim
 
 
 # Stages after dedupe take a whole work unit, (unit key, records), and hand it on: a unit stays
@@ -218,11 +223,17 @@ class SegmentDoFn(beam.DoFn):
         yield key, out
 
 
+@functools.lru_cache(maxsize=8)
+def _min_words(prompts_dir: str, prompt_id: str) -> int:
+    return int(load_prompt(prompts_dir, prompt_id).body.get("min_words", 1))
+
+
 def finish_record(rec: Record, cfg: BuildConfig) -> Record:
     """After describing: the prompt-injection and grounding checks, then kept or failed, counted."""
     rec = check_injection(rec)  # always on: obeying a sign's instructions is never a valid description
-    if cfg.describe.grounding != "off":
-        rec = check_grounding(rec, cfg.describe.grounding)
+    if cfg.describe.grounding != "off" and rec.description is not None and not rec.failed:
+        # `remove` must leave a description the prompt's own minimum would have accepted.
+        rec = check_grounding(rec, cfg.describe.grounding, min_words=_min_words(cfg.describe.prompts_dir, cfg.describe.prompt_id))
     rec = rec.finish()
     Metrics.counter(NS, rec.status).inc()
     if rec.failed:
@@ -255,10 +266,12 @@ class DescribeDoFn(beam.DoFn):
 
 
 class WriteUnitDoFn(beam.DoFn):
-    """A unit's rows -> its shards (stable names), then its completion marker."""
+    """A unit's rows -> its shards (stable names), then its completion marker. A unit finished
+    before this attempt gets only the rows that changed (retried points, dedupe outcomes) and is
+    rewritten as a whole (merge_unit)."""
 
-    def __init__(self, storage, cfg: BuildConfig, stamp: RunStamp, attempt: int):
-        self.storage, self.cfg, self.stamp, self.attempt = storage, cfg, stamp, attempt
+    def __init__(self, storage, cfg: BuildConfig, stamp: RunStamp, attempt: int, done: frozenset[int]):
+        self.storage, self.cfg, self.stamp, self.attempt, self.done = storage, cfg, stamp, attempt, done
 
     def _writer(self, storage, prefix: str) -> ShardWriter:
         w = self.cfg.write
@@ -267,6 +280,11 @@ class WriteUnitDoFn(beam.DoFn):
     def process(self, unit):
         (region_id, index), records = unit
         records = sorted(records, key=lambda r: r.point_index)  # same bytes whichever attempt writes it
+        if index in self.done:
+            marker = merge_unit(self.storage, region_id, index, records, lambda r: record_to_row(r, self.stamp), self._writer, self.attempt)
+            Metrics.counter(NS, "units_rewritten").inc()
+            log.info("unit u%05d of %s rewritten: %d of its %d rows replaced", index, region_id, len(records), marker["rows"])
+            return
         rows = [record_to_row(r, self.stamp) for r in records]
         marker = write_unit(self.storage, region_id, index, records, rows, self._writer, self.attempt)
         Metrics.counter(NS, "units_done").inc()
@@ -292,13 +310,14 @@ def build_pipeline(p: beam.Pipeline, cfg: BuildConfig, region: Region, stamp: Ru
     context = {region.id: {"name": region.name, "country": region.country}}
     located = (
         sampled.points
-        | "Pending" >> beam.Filter(lambda r, done: unit_of(r.point_index, n) not in done, state.done)  # finished units are skipped
+        # Finished units are skipped, except their points being retried.
+        | "Pending" >> beam.Filter(lambda r, done, retry: unit_of(r.point_index, n) not in done or r.point_index in retry, state.done, state.retry)
         | "Spread" >> beam.Reshuffle()
         | "BatchLocate" >> beam.BatchElements(min_batch_size=1, max_batch_size=cfg.runner.batch_size)
         | "Locate" >> beam.ParDo(LocateDoFn(cfg))
     )
     markers = sorted(marker_name(region.id, u) for u in state.done)
-    claims = p | "DoneUnits" >> beam.Create(markers) | "Claims" >> beam.ParDo(ReadClaimsDoFn(storage))
+    claims = p | "DoneUnits" >> beam.Create(markers) | "Claims" >> beam.ParDo(ReadClaimsDoFn(storage, state.retry))
     units = (
         (located, claims)
         | "WithClaims" >> beam.Flatten()
@@ -331,7 +350,7 @@ def build_pipeline(p: beam.Pipeline, cfg: BuildConfig, region: Region, stamp: Ru
         )
     else:
         records = records | "Describe" >> beam.ParDo(DescribeDoFn(cfg, context))
-    records | "Write" >> beam.ParDo(WriteUnitDoFn(storage, cfg, stamp, state.attempt))
+    records | "Write" >> beam.ParDo(WriteUnitDoFn(storage, cfg, stamp, state.attempt, state.done))
 
 
 def run(cfg: BuildConfig, region: Region, stamp: RunStamp, storage, state: BuildState, test_pipeline: beam.Pipeline | None = None) -> None:

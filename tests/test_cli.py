@@ -4,6 +4,8 @@ import json
 import subprocess
 import sys
 
+import pytest
+
 from .conftest import ROOT
 
 
@@ -38,3 +40,58 @@ def test_build_command_end_to_end_with_synthetic_server_subprocess(tmp_path, man
     assert line.startswith("tiny: sampled 6 / kept ") and str(tmp_path / "tiny" / "shards") in line
     m = json.loads((tmp_path / "tiny" / "manifest.json").read_text())
     assert m["consistent"] and m["counts"]["sampled"] == 6
+
+
+def _build_args(*flags):
+    from corebuild.cli import parser
+
+    return parser().parse_args(["build", "--region", "tiny", *flags])
+
+
+def test_retry_flags_set_every_stage_or_one():
+    from corebuild.cli import _check_numbers, _http_configs
+    from corebuild.fetch import FetchConfig
+    from corebuild.providers.http import HttpConfig
+
+    args = _build_args("--retry-attempts", "street=1", "--retry-attempts", "6", "--max-retry-wait", "map=300", "--rate", "0.2")
+    _check_numbers(args)  # 0.2/s is a rate like any other
+    http, by_stage = _http_configs(args)
+    fetch = FetchConfig(http=http, http_by_stage=by_stage)
+    got = {s: (fetch.http_for(s).attempts, fetch.http_for(s).max_retry_wait_s, fetch.http_for(s).rate_per_s) for s in ("street", "aerial", "map")}
+    default_wait = HttpConfig().max_retry_wait_s
+    assert got == {"street": (1, default_wait, 0.2), "aerial": (6, default_wait, 0.2), "map": (6, 300.0, 0.2)}
+    assert _http_configs(_build_args()) == (HttpConfig(), ())  # no flag: the dataclass defaults
+
+
+def test_bad_retry_flags_are_one_line_errors(tmp_path, manifests_dir):
+    import pytest
+
+    from corebuild.cli import _http_configs
+    from corebuild.errors import CorebuildError
+
+    for flag, value, words in (
+        ("--retry-attempts", "0", "--retry-attempts must be an integer >= 1, got '0'"),
+        ("--retry-attempts", "aerial=1.5", "--retry-attempts must be an integer >= 1, got 'aerial=1.5'"),
+        ("--retry-attempts", "describe=2", "--retry-attempts wants [STAGE=]VALUE with STAGE one of street, aerial, map, got 'describe=2'"),
+        ("--max-retry-wait", "map=-1", "--max-retry-wait must be a finite number of seconds >= 0, got 'map=-1'"),
+        ("--max-retry-wait", "inf", "--max-retry-wait must be a finite number of seconds >= 0, got 'inf'"),
+    ):
+        with pytest.raises(CorebuildError) as err:
+            _http_configs(_build_args(flag, value))
+        assert str(err.value) == words
+    r = _cli("build", "--region", "tiny", "--manifests", str(manifests_dir), "--output", str(tmp_path), "--retry-attempts", "street=0", timeout=120)
+    assert r.returncode == 2 and r.stderr.strip() == "error: --retry-attempts must be an integer >= 1, got 'street=0'", r.stderr
+
+
+def test_retry_failed_flag_and_the_command_it_prints():
+    from corebuild.cli import parser, retry_command
+
+    p = parser()
+    assert p.parse_args(["build", "--region", "demo"]).retry_failed is None
+    assert p.parse_args(["build", "--region", "demo", "--retry-failed"]).retry_failed == "transient"
+    assert p.parse_args(["build", "--region", "demo", "--retry-failed", "street.over_query_limit,http_5xx"]).retry_failed == "street.over_query_limit,http_5xx"
+    with pytest.raises(SystemExit):
+        p.parse_args(["build", "--region", "demo", "--retry-failed", "street.no_such_kind"])
+    cmd = retry_command(["build", "--region", "x", "--aerial-url", "https://h/{z}/{x}/{y}?key=SECRET123", "--", "--project=p"])
+    assert cmd.endswith("--retry-failed -- --project=p") and "SECRET123" not in cmd
+    assert retry_command(["build", "--region", "x", "--retry-failed"]).count("--retry-failed") == 1

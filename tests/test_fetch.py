@@ -77,3 +77,36 @@ def test_a_rerun_with_a_cache_fetches_no_image_twice(tiny_region, tiny_server, s
         assert f.street.http.cache_hits + f.aerial.http.cache_hits > 0 and sent_first > 0
     assert [r.street.views[0].image if r.street else None for r in first] == [r.street.views[0].image if r.street else None for r in second]
     assert open_cache(str(tmp_path / "cache")).storage.list("blobs")
+
+
+def test_attempts_are_per_stage(monkeypatch):
+    """street=1 and aerial=3 against a server answering 503 to everything: counted requests."""
+    import pytest
+
+    from corebuild.errors import StageError
+    from tests.providers.apis import KEY_ENV, fetch_config, points, serving
+
+    monkeypatch.setenv(KEY_ENV, "k-test")
+    quick = HttpConfig(backoff_initial_s=0.01, backoff_max_s=0.05)
+    by_stage = (("street", dataclasses.replace(quick, attempts=1)), ("aerial", dataclasses.replace(quick, attempts=3)))
+    rec = points(1)[0]
+    with serving(status=503) as api:
+        with Fetcher(fetch_config(api.url, http=quick, http_by_stage=by_stage)) as f:
+            out = f.locate([rec])
+            with pytest.raises(StageError) as err:
+                f._loop.run(f.aerial.crop(rec.lat, rec.lon))
+            assert (f.street.http.cfg.attempts, f.aerial.http.cfg.attempts, f.map.http.cfg.attempts) == (1, 3, quick.attempts)
+    assert out[0].failure_reason == "street.http_503" and len(api.times("sv_metadata")) == 1
+    assert err.value.reason == "aerial.http_503" and len(api.times("aerial")) == 3  # one tile, three attempts
+
+
+def test_http_by_stage_names_known_stages_only():
+    import pytest
+
+    from corebuild.errors import ConfigError
+    from corebuild.fetch import FetchConfig
+
+    assert FetchConfig(http_by_stage=(("map", HttpConfig(max_retry_wait_s=300)),)).http_for("map").max_retry_wait_s == 300
+    assert FetchConfig().http_for("street") == HttpConfig()
+    with pytest.raises(ConfigError, match="'describe'"):
+        FetchConfig(http_by_stage=(("describe", HttpConfig()),))

@@ -367,7 +367,7 @@ def _sane_config(cfg) -> None:
         assert env and name.startswith("projects/")
 
 
-def _fake_run_build(cfg, pipeline_factory=None, overwrite=False, progress=True):
+def _fake_run_build(cfg, pipeline_factory=None, overwrite=False, progress=True, retry_failed=None):
     """The launcher's cheap checks (manifest, providers, config hash, prompt), then no build."""
     from corebuild.build import resolve_providers
     from corebuild.prompts import load_prompt
@@ -379,7 +379,7 @@ def _fake_run_build(cfg, pipeline_factory=None, overwrite=False, progress=True):
     assert SamplingPlan(region, cfg.sample).wanted >= 0
     cfg.content_hash()
     load_prompt(cfg.describe.prompts_dir, cfg.describe.prompt_id)
-    return SimpleNamespace(summary=f"{region.id}: checked")
+    return SimpleNamespace(summary=f"{region.id}: checked", transient=0)
 
 
 @pytest.fixture(scope="module")

@@ -60,3 +60,22 @@ def test_off_when_disabled(tmp_path):
     with UnitProgress(open_storage(str(tmp_path)), "r", 3, 10, enabled=False) as prog:
         pass
     assert prog.seen == []
+
+
+def test_transient_failures_and_retried_units_are_counted(tmp_path, caplog):
+    """The log line says how many transient failure rows the finished units hold; in a retry
+    pass a finished unit counts again only once its marker says this attempt rewrote it."""
+    import json
+
+    caplog.set_level(logging.INFO, logger="corebuild.progress")
+    store = open_storage(str(tmp_path))
+    for u in (0, 1):
+        store.write(marker_name("r", u), json.dumps({"attempt": 1, "failure_classes": {"transient": 2, "permanent": 1}}).encode())
+    prog = UnitProgress(store, "r", 3, 10, stream=io.StringIO(), attempt=2, retry_units=frozenset({1}))
+    assert prog.poll() == (1, 4)  # unit 1 waits for its rewrite
+    store.write(marker_name("r", 1), json.dumps({"attempt": 2, "failure_classes": {"permanent": 1}}).encode())
+    store.write(marker_name("r", 2), json.dumps({"attempt": 2, "failure_classes": {"transient": 1}}).encode())
+    assert prog.poll() == (3, 3)
+    with UnitProgress(store, "r", 3, 10, poll_s=0.02, log_every_s=0.0, stream=io.StringIO(), attempt=2):
+        time.sleep(0.1)
+    assert any("3 transient failure row(s) so far" in r.getMessage() and "--retry-failed" in r.getMessage() for r in caplog.records)

@@ -1,4 +1,5 @@
 import json
+from difflib import SequenceMatcher
 
 import pytest
 
@@ -149,3 +150,106 @@ def test_the_template_describers_output_is_never_flagged(prompts_dir):
     assert all(r.description and r.description.backend == "template" for r in out)
     assert all(injection_texts(r) for r in out)  # every row has something to obey ...
     assert [check_injection(r) for r in out] == out  # ... and the template never does
+
+
+# --- grounding in every quotation style; numerals; remove mode ------------------------------
+
+STYLES = [('"', '"'), ("“", "”"), ("'", "'"), ("‘", "’"), ("«", "»"), ("« ", " »"), ("»", "«"), ("„", "“"), ("”", "”"), ("‚", "‘"), ("「", "」"), ("『", "』"), ("‹", "›")]
+
+
+@pytest.mark.parametrize("o, c", STYLES, ids=[o + c for o, c in STYLES])
+def test_sign_text_is_checked_in_every_quotation_style(o, c):
+    ocr = [("LUNA CAFE", None)]
+    bad = _rec(f"A two-lane street. The shop's sign reads {o}GRAND HOTEL{c} on the left.", [], ocr)
+    assert [s.strip() for s in claimed_signs(bad)] == ["GRAND HOTEL"]
+    assert check_grounding(bad).failure_reason == "qc.ungrounded_sign_text"
+    good = _rec(f"A two-lane street. The shop's sign reads {o}Luna Cafe{c} on the left.", [], ocr)  # any case
+    assert not check_grounding(good).failed
+
+
+def test_numerals_must_match_exactly():
+    evidence = ["ROMA BAKERY 12"]
+    assert SequenceMatcher(None, "romabakery13", "romabakery12").ratio() >= 0.8  # the fuzzy ratio alone would accept it
+    assert not grounded("ROMA BAKERY 13", evidence) and not grounded("BAKERY 1", evidence)
+    assert grounded("roma bakery 12", evidence) and grounded("ROMA BAKERY", evidence)
+    assert grounded("ROMA BAKERY 12", ["ROMA BAKERY I2"])  # OCR's I for 1 beside a digit
+    rec = _rec('A sign reads "ROMA BAKERY 13".', [], [("ROMA BAKERY 12", None)])
+    assert check_grounding(rec).failure_reason == "qc.ungrounded_sign_text"
+
+
+def test_apostrophes_are_not_quotes():
+    rec = _rec("The baker's sign reads 'ROMA'; it's beside the shops' fronts and 'JOE'S DINER'.", [], [])
+    assert claimed_signs(rec) == ["ROMA", "JOE'S DINER"]
+    assert claimed_signs(_rec("It's a street of shops' fronts; the '90s blocks' roofs are flat.", [], [])) == []
+
+
+def test_remove_mode_fails_a_description_emptied_below_the_prompts_minimum():
+    ocr = [("LUNA CAFE", None)]
+    text = 'A red building on the left with trees along the street. A sign reads "GRAND HOTEL". A sign reads "LUNA CAFE".'
+    emptied = check_grounding(_rec(text, [], ocr), "remove", min_words=17)
+    assert emptied.failure_reason == "qc.emptied_by_grounding" and "GRAND HOTEL" in emptied.error
+    kept = check_grounding(_rec(text, [], ocr), "remove", min_words=16)
+    assert not kept.failed and kept.description.text == 'A red building on the left with trees along the street. A sign reads "LUNA CAFE".'
+    # Nothing left fails whatever the minimum.
+    assert check_grounding(_rec('It reads "GRAND HOTEL".', [], ocr), "remove", min_words=0).failure_reason == "qc.emptied_by_grounding"
+
+
+# --- language --------------------------------------------------------------------------------
+
+GERMAN = "Eine zweispurige Straße mit einem gelben Gebäude auf der linken Seite. Vorne steht eine Bäckerei mit roter Markise, rechts eine Apotheke, und Bäume säumen beide Gehwege."
+
+
+def test_a_description_in_another_latin_language_fails():
+    from corebuild.qc import identify, language_ok
+
+    assert identify(GERMAN)[0] == "de" and not language_ok(GERMAN, "en")
+    assert language_ok(GERMAN, "de")
+    assert language_ok("Eine Straße.", "en")  # too short to tell: not decided
+
+
+def test_foreign_shop_names_do_not_flip_the_language():
+    from corebuild.qc import identify, language_ok
+
+    signs = ["BÄCKEREI MÜLLER", "Apotheke zum Löwen", "Boulangerie du Coin", "Fleischerei Schäfer", "La Petite Brasserie"]
+    text = "A two-lane street with a yellow building on the left and trees along both pavements. " + " ".join(f"A sign reads „{s}“." for s in signs)
+    assert language_ok(text, "en")
+    notices = 'A notice by the door reads „Bitte nicht parken, Einfahrt Tag und Nacht freihalten, sonst wird kostenpflichtig abgeschleppt“, a poster «Frische Brötchen und Kuchen gibt es bei uns jeden Tag ab sechs Uhr morgens».'
+    assert identify("A two-lane street with a yellow building on the left. " + notices)[0] == "de"  # whole, it reads as German
+    assert language_ok("A two-lane street with a yellow building on the left. " + notices, "en")
+    # A whole German sentence on a sign, reproduced without quotes, counts as sign text when the answer lists it.
+    notice = "Bitte nicht parken, Einfahrt Tag und Nacht freihalten, sonst wird kostenpflichtig abgeschleppt"
+    wall = f"On the left a white wall with {notice} painted on it, trees ahead."
+    assert language_ok(wall, "en", [notice]) and not language_ok(wall, "en")
+
+
+def test_a_template_description_of_the_demo_town_passes(demo_world, prompts_dir):
+    from corebuild.describe import DescribeConfig, load_describer
+    from corebuild.qc import language_ok
+    from corebuild.record import StreetCapture, StreetView
+    from corebuild.synthetic.render import Camera, encode, render_street
+
+    sign = demo_world.signs[0]
+    cx, cy, _ = sign.center
+    x, y = cx + sign.normal[0] * 12, cy + sign.normal[1] * 12
+    views = tuple(StreetView(h, 90, 0, 640, 640, encode(render_street(demo_world, Camera(x, y, h)), "jpeg")) for h in (0, 90, 180, 270))
+    texts = [s.text for s in demo_world.signs[:3]] + ["BÄCKEREI MÜLLER 12", "Boulangerie l'Épi d'Or"]
+    ocr = tuple(OcrText(h, t, 0.9, ((40 + 100 * i, 300), (120 + 100 * i, 300), (120 + 100 * i, 330), (40 + 100 * i, 330))) for i, (h, t) in enumerate(zip((0.0, 90.0, 90.0, 180.0, 270.0), texts)))
+    rec = Record("demo-s0-0000000", "demo", 0, 0, 0, 0, street=StreetCapture("t", "p", 0, 0, None, 0, views), ocr=ocr)
+    [out] = load_describer(DescribeConfig(prompts_dir=str(prompts_dir))).describe([rec], {"demo": {"name": "Demo town (synthetic)", "country": "CH"}})
+    text = out.description.text
+    assert all(f'"{t}"' in text for t in texts)
+    assert claimed_signs(out) == texts and check_grounding(out) is out
+    assert language_ok(text, "en") and check_injection(out) is out
+
+
+def test_the_build_removes_with_the_prompts_own_minimum(prompts_dir):
+    from corebuild.config import BuildConfig
+    from corebuild.describe import DescribeConfig
+    from pipelines.build_region import finish_record
+
+    text = 'A red building on the left with trees along the street. A sign reads "GRAND HOTEL". A sign reads "LUNA CAFE".'
+    rec = _rec(text, [], [("LUNA CAFE", None)])
+    for prompt_id, status, reason in (("template-v1", "kept", None), ("cvg-progressive-v1", "failed", "qc.emptied_by_grounding")):  # minimum 12; 40
+        cfg = BuildConfig("r", describe=DescribeConfig(prompt_id=prompt_id, prompts_dir=str(prompts_dir), grounding="remove"))
+        out = finish_record(rec, cfg)
+        assert (out.status, out.failure_reason) == (status, reason)

@@ -210,7 +210,7 @@ def test_local_disk_full_keeps_old_object(tmp_path, monkeypatch):
     monkeypatch.setattr(os, "fsync", _raise(errno.ENOSPC))
     with pytest.raises(StorageError) as info:
         store.write("d/obj", b"new")
-    assert str(info.value) == f"disk full writing {tmp_path / 's' / 'd' / 'obj'}"
+    assert str(info.value) == f"disk full writing {tmp_path / 's' / 'd' / 'obj'}: no space left on device"
     monkeypatch.undo()
     assert store.read("d/obj") == b"old"
     assert os.listdir(tmp_path / "s" / "d") == ["obj"]  # the temp file was removed

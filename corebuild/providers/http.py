@@ -1,23 +1,26 @@
 """HTTP for providers: one aiohttp session per worker, retries (tenacity) with exponential
-backoff and jitter that honour `Retry-After`, timeouts, and URLs redacted before they reach a
-message or a log.
+backoff and jitter that honour `Retry-After` (up to a cap), timeouts, and URLs redacted before
+they reach a message or a log.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import math
 import re
 from dataclasses import dataclass
+from datetime import datetime, timezone
+from email.utils import parsedate_to_datetime
 from typing import Any, Callable, Mapping, Optional, Protocol
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import aiohttp
 from aiolimiter import AsyncLimiter
 from PIL import Image
-from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_attempt, wait_exponential_jitter
+from tenacity import AsyncRetrying, retry_if_exception_type, retry_if_not_exception_type, stop_after_attempt, wait_exponential_jitter
 
-from ..errors import StageError
+from ..errors import ConfigError, StageError
 from ..images import DEFAULT_MAX_BYTES, DEFAULT_MAX_PIXELS, ImageLimits, ImageRejected, ImageTooLarge, open_image
 
 RETRYABLE_STATUS = frozenset({429, 500, 502, 503, 504})
@@ -30,9 +33,13 @@ class HttpConfig:
     concurrency: int = 16  # requests in flight per worker
     rate_per_s: float = 0.0  # per provider per worker; 0 = unlimited (the server's 429s still pace us)
     timeout_s: float = 30.0
-    attempts: int = 4
+    attempts: int = 4  # per request, the first one included
     backoff_initial_s: float = 0.5
-    backoff_max_s: float = 30.0
+    backoff_max_s: float = 30.0  # our own backoff's longest wait
+    # The longest wait a server may ask for (Retry-After) that we honour. A longer one fails the
+    # request at once (transient, `<stage>.http_<status>`) rather than being shortened: asking
+    # again sooner than the server said would only earn another refusal.
+    max_retry_wait_s: float = 120.0
     # Decompression-bomb guards for every provider image, local photos included (see
     # corebuild.images for why 64 MP: camera originals fit, a bomb does not). Pillow's own
     # threshold (~89.5 MP) stays a ceiling: raising max_image_pixels past it has no effect.
@@ -42,6 +49,12 @@ class HttpConfig:
 
     def __post_init__(self) -> None:
         _ = self.image_limits  # validates: ConfigError on a limit that is not a positive integer
+        if not (isinstance(self.attempts, int) and self.attempts >= 1):
+            raise ConfigError(f"fetch.http.attempts must be an integer >= 1, got {self.attempts!r}")
+        for name in ("rate_per_s", "max_retry_wait_s"):
+            value = getattr(self, name)
+            if not (math.isfinite(value) and value >= 0):
+                raise ConfigError(f"fetch.http.{name} must be a finite number >= 0, got {value!r}")
 
     @property
     def image_limits(self) -> ImageLimits:
@@ -75,40 +88,60 @@ class BadBody(StageError):
 Validator = Callable[[bytes], Any]
 
 
+class RetryAnswer(StageError):
+    """A 200 whose answer says "try again" (Street View metadata OVER_QUERY_LIMIT, UNKNOWN_ERROR).
+    Raised by a request's `validate`; retried with the backoff of a 429, and the reason stands
+    when the attempts run out. Never cached (only validated bodies are)."""
+
+
 class RetryableHTTPError(Exception):
     def __init__(self, status: int, url: str, retry_after: Optional[float]):
         self.status, self.retry_after = status, retry_after
         super().__init__(f"HTTP {status} from {url}")
 
 
+class _WaitTooLong(RetryableHTTPError):
+    """A Retry-After past max_retry_wait_s: not retried."""
+
+
 def _retry_after(headers: Mapping[str, str]) -> Optional[float]:
-    value = headers.get("Retry-After")
-    if value is None:
+    """Seconds the server asks us to wait: RFC 9110 Retry-After, delta-seconds or an HTTP-date
+    (relative to now; a past date is 0). None when absent or unreadable (backoff alone then)."""
+    value = headers.get("Retry-After", "").strip()
+    if not value:
         return None
     try:
-        return max(0.0, float(value))
+        seconds = float(value)
     except ValueError:
-        return None  # HTTP-date form: fall back to backoff
+        try:
+            when = parsedate_to_datetime(value)
+        except (TypeError, ValueError, IndexError):
+            return None
+        if when.tzinfo is None:  # "-0000": the zone is unknown; HTTP-dates are GMT
+            when = when.replace(tzinfo=timezone.utc)
+        return max(0.0, (when - datetime.now(timezone.utc)).total_seconds())
+    return max(0.0, seconds) if not math.isnan(seconds) else None
 
 
 class _WaitRetryAfter:
-    """Exponential backoff with jitter, but never sooner than the server's Retry-After."""
+    """Exponential backoff with jitter, but never sooner than the server's Retry-After (which
+    `http_get` has already checked against max_retry_wait_s)."""
 
     def __init__(self, cfg: HttpConfig):
         self.backoff = wait_exponential_jitter(multiplier=cfg.backoff_initial_s, max=cfg.backoff_max_s)
-        self.cap = cfg.backoff_max_s
 
     def __call__(self, state) -> float:
         wait = self.backoff(state)
         exc = state.outcome.exception() if state.outcome else None
         if isinstance(exc, RetryableHTTPError) and exc.retry_after is not None:
-            wait = max(wait, min(exc.retry_after, self.cap))
+            wait = max(wait, exc.retry_after)
         return wait
 
 
 def _retry_policy(cfg: HttpConfig) -> dict:
     return {
-        "retry": retry_if_exception_type((aiohttp.ClientConnectionError, aiohttp.ClientPayloadError, asyncio.TimeoutError, RetryableHTTPError, BadBody)),
+        "retry": retry_if_exception_type((aiohttp.ClientConnectionError, aiohttp.ClientPayloadError, asyncio.TimeoutError, RetryableHTTPError, BadBody, RetryAnswer))
+        & retry_if_not_exception_type(_WaitTooLong),
         "wait": _WaitRetryAfter(cfg),
         "stop": stop_after_attempt(cfg.attempts),
         "reraise": True,
@@ -210,11 +243,12 @@ async def http_get(
     max_image_bytes: Optional[int] = None,
     validate: Optional[Validator] = None,
 ) -> HttpResult:
-    """GET with retries on connection errors, timeouts, 429, 5xx and damaged bodies (`validate`
-    raising BadBody on a 200).
+    """GET with retries on connection errors, timeouts, 429, 5xx and damaged or "try again"
+    bodies (`validate` raising BadBody or RetryAnswer on a 200).
 
     Returns the final response for the caller to interpret (4xx are answers, not retried).
-    Raises StageError(`<stage>.unreachable` / `.timeout` / `.http_<code>`) when retries run out.
+    Raises StageError(`<stage>.unreachable` / `.timeout` / `.http_<code>`) when retries run out,
+    and `.http_<code>` at once when Retry-After asks for more than cfg.max_retry_wait_s.
     Every attempt, retries included, takes a token from `limiter` first. With `max_image_bytes`,
     a body (declared or received) past it raises StageError(`<stage>.image_too_large`), not retried.
     """
@@ -229,7 +263,9 @@ async def http_get(
         async with session.request(method, url, params=params, json=json_body, headers=headers, timeout=timeout) as resp:
             body = await resp.read() if max_image_bytes is None else await _read_capped(resp, max_image_bytes)
             if resp.status in RETRYABLE_STATUS:
-                raise RetryableHTTPError(resp.status, safe(), _retry_after(resp.headers))
+                wait = _retry_after(resp.headers)
+                too_long = wait is not None and wait > cfg.max_retry_wait_s
+                raise (_WaitTooLong if too_long else RetryableHTTPError)(resp.status, safe(), wait)
             value = validate(body) if validate is not None and resp.status == 200 else None
             return HttpResult(resp.status, body, resp.headers.get("Content-Type", ""), value=value)
 
@@ -237,9 +273,15 @@ async def http_get(
         async for attempt in AsyncRetrying(**(retry or _retry_policy(cfg))):
             with attempt:
                 return await once()
+    except _WaitTooLong as exc:
+        raise StageError(
+            f"{stage}.http_{exc.status}",
+            f"{exc} asked to wait {exc.retry_after:.0f} s, more than the {cfg.max_retry_wait_s:g} s cap: raise the cap "
+            "(--max-retry-wait [STAGE=]SECONDS, fetch.http.max_retry_wait_s) or retry later with `corebuild build ... --retry-failed`",
+        ) from None
     except RetryableHTTPError as exc:
         raise StageError(f"{stage}.http_{exc.status}", f"{exc} after {cfg.attempts} attempts") from None
-    except BadBody as exc:
+    except (BadBody, RetryAnswer) as exc:
         raise StageError(exc.reason, f"{exc} ({cfg.attempts} attempts)") from None
     except _BodyTooLarge as exc:
         raise StageError(f"{stage}.image_too_large", f"image from {safe()} {exc} (limit {max_image_bytes:,} bytes, fetch.http.max_image_bytes)") from None
@@ -268,6 +310,15 @@ async def _read_capped(resp: aiohttp.ClientResponse, max_bytes: int) -> bytes:
         if len(buf) > max_bytes:
             raise _BodyTooLarge(f"was cut off after {len(buf):,} bytes")
     return bytes(buf)
+
+
+def rate_limiter(rate_per_s: float) -> Optional[AsyncLimiter]:
+    """A token bucket for `rate_per_s` requests a second (0: None, unlimited). At or above 1/s it
+    holds a second's worth; below, one token refilled every 1/rate s, as AsyncLimiter refuses to
+    acquire more than its capacity (AsyncLimiter(0.2, 1.0) would fail every request)."""
+    if rate_per_s <= 0:
+        return None
+    return AsyncLimiter(rate_per_s, 1.0) if rate_per_s >= 1 else AsyncLimiter(1, 1.0 / rate_per_s)
 
 
 def image_validator(stage: str, what: str, limits: ImageLimits) -> Validator:

@@ -14,7 +14,7 @@ from ..errors import StageError
 from ..geo import distance_m
 from ..record import StreetCapture, StreetLocation, StreetView
 from .blank import is_mostly_flat
-from .http import HttpClient, image_validator, json_validator
+from .http import HttpClient, RetryAnswer, Validator, image_validator, json_validator
 
 # Metadata statuses the API documents; anything else is reported as it came.
 METADATA_FAILURES = {
@@ -25,6 +25,9 @@ METADATA_FAILURES = {
     "INVALID_REQUEST": "street.invalid_request",
     "UNKNOWN_ERROR": "street.unknown_error",
 }
+# Statuses that come inside a 200 but mean "ask again" (quota/QPS, a server fault): retried
+# within the request like a 429.
+METADATA_RETRY = frozenset({"OVER_QUERY_LIMIT", "UNKNOWN_ERROR"})
 
 
 @dataclass(frozen=True)
@@ -39,6 +42,26 @@ class StreetViewConfig:
     height: int = 640
     radius_m: float = 50.0
     source: str = "outdoor"
+
+
+def _status_message(doc: dict, radius_m: float) -> str:
+    status = doc.get("status", "<missing>")
+    detail = doc.get("error_message", "")
+    where = f" (no panorama within {radius_m:g} m)" if status == "ZERO_RESULTS" else ""
+    return f"Street View metadata status {status}{where}" + (f": {detail}" if detail else "")
+
+
+def metadata_validator(radius_m: float) -> Validator:
+    """`validate` for a metadata answer: the parsed JSON; a retryable status raises RetryAnswer."""
+    parse = json_validator("street.bad_metadata", "Street View metadata")
+
+    def check(body: bytes) -> object:
+        doc = parse(body)
+        if isinstance(doc, dict) and doc.get("status") in METADATA_RETRY:
+            raise RetryAnswer(METADATA_FAILURES[doc["status"]], _status_message(doc, radius_m))
+        return doc
+
+    return check
 
 
 def sign_url(path_and_query: str, secret_b64: str) -> str:
@@ -66,9 +89,7 @@ class GoogleStreetView:
         path = "/maps/api/streetview/metadata"
         params = self._params(path, {"location": f"{lat:.7f},{lon:.7f}", "radius": f"{self.cfg.radius_m:g}", "source": self.cfg.source})
         # Metadata is not cached: it is free, and "no imagery yet" may change between runs.
-        res = await self.http.get(
-            self.cfg.base_url.rstrip("/") + path, params, "street", cacheable=False, validate=json_validator("street.bad_metadata", "Street View metadata")
-        )
+        res = await self.http.get(self.cfg.base_url.rstrip("/") + path, params, "street", cacheable=False, validate=metadata_validator(self.cfg.radius_m))
         if res.status != 200:
             raise StageError(f"street.http_{res.status}", f"Street View metadata answered HTTP {res.status}")
         doc = res.value
@@ -76,10 +97,7 @@ class GoogleStreetView:
             raise StageError("street.bad_metadata", "Street View metadata is not a JSON object")
         status = doc.get("status", "<missing>")
         if status != "OK":
-            reason = METADATA_FAILURES.get(status, "street.unexpected_status")
-            detail = doc.get("error_message", "")
-            where = f" (no panorama within {self.cfg.radius_m:g} m)" if status == "ZERO_RESULTS" else ""
-            raise StageError(reason, f"Street View metadata status {status}{where}" + (f": {detail}" if detail else ""))
+            raise StageError(METADATA_FAILURES.get(status, "street.unexpected_status"), _status_message(doc, self.cfg.radius_m))
         if not doc.get("pano_id") or "location" not in doc:
             raise StageError("street.bad_metadata", "Street View metadata OK but without pano_id/location")
         return doc

@@ -179,3 +179,61 @@ def test_audit_sheet_of_a_build(built, tmp_path):
     assert len(parser.srcs) == 2 * len(rows)  # a street view and an aerial crop per row
     for src in parser.srcs:  # every image resolves: an embedded, decodable picture
         Image.open(io.BytesIO(__import__("base64").b64decode(src.split(",", 1)[1]))).load()
+
+
+# ----- the map modality (a second aerial crop in map style) ---------------------------------------
+
+MAP_COLUMNS = ("map_provider", "map_image", "map_format", "map_zoom", "map_west", "map_south", "map_east", "map_north", "map_gsd_m", "map_attribution")
+
+
+def test_without_a_map_preset_the_map_columns_are_null(built):
+    table = pq.read_table(sorted(glob.glob(str(built.out_dir / "shards" / "*.parquet"))), columns=["status", *MAP_COLUMNS])
+    assert "kept" in table.column("status").to_pylist()
+    for name in MAP_COLUMNS:
+        assert table.column(name).null_count == table.num_rows, name
+
+
+def test_a_map_preset_fills_the_map_columns(tiny_world, manifests_dir, prompts_dir, synthetic_key, tmp_path):
+    """--map-preset osm on a synthetic region: the build serves its world itself, points the map
+    client at the world's OSM-style tiles, and every kept row carries the map crop."""
+    import numpy as np
+
+    from corebuild.geo import mercator_gsd
+    from corebuild.ocr import OcrConfig
+    from corebuild.providers.aerial import plan_crop
+    from corebuild.synthetic.render import render_map_tile
+
+    cfg = BuildConfig(
+        region_id="tiny",
+        output_dir=str(tmp_path),
+        manifests_dir=str(manifests_dir),
+        map_preset="osm",
+        sample=SampleConfig(limit=5),
+        ocr=OcrConfig(backend="off"),  # not what this is about
+        describe=DescribeConfig(prompts_dir=str(prompts_dir)),
+    )
+    result = run_build(cfg, pipeline_factory=test_pipeline.TestPipeline, progress=False)
+    m = result.manifest
+    assert m["consistent"] and m["config"]["fetch"]["map"]["provider_name"] == "synthetic_map"
+    df = pd.concat([pd.read_parquet(f) for f in sorted(glob.glob(str(result.out_dir / "shards" / "*.parquet")))])
+    kept, failed = df[df.status == "kept"], df[df.status == "failed"]
+    assert len(kept) >= 2, df.failure_reason.tolist()
+    for _, row in kept.iterrows():
+        assert row.map_provider == "synthetic_map" and row.map_format == "png" and row.map_zoom == 19
+        assert row.map_attribution == "corebuild synthetic world (map style)"
+        img = Image.open(io.BytesIO(row.map_image))
+        assert img.format == "PNG" and img.size == (512, 512)
+        assert row.map_west < row.street_lon < row.map_east and row.map_south < row.street_lat < row.map_north
+        # Zoom 19 against the aerial crop's 20: the map crop covers the aerial one, twice as wide.
+        assert row.map_west < row.aerial_west and row.map_east > row.aerial_east and row.map_south < row.aerial_south and row.map_north > row.aerial_north
+        assert row.map_gsd_m == pytest.approx(mercator_gsd(row.street_lat, 19), rel=1e-3)
+        assert row.map_image != row.aerial_image
+    # The crop is the world's map tiles, stitched around the camera.
+    row = kept.iloc[0]
+    plan = plan_crop(row.street_lat, row.street_lon, 19, 512)
+    ref = Image.new("RGB", (512, 512))
+    for t, off in zip(plan.tiles, plan.offsets):
+        ref.paste(render_map_tile(tiny_world, t.z, t.x, t.y), off)
+    assert np.array_equal(np.asarray(Image.open(io.BytesIO(row.map_image)).convert("RGB")), np.asarray(ref))
+    for name in MAP_COLUMNS:
+        assert failed[name].isna().all(), name

@@ -166,3 +166,74 @@ def test_a_bomb_from_the_cache_is_refused_too(fault_server):
     with pytest.raises(StageError) as err:
         _crop_from(f"{fault_server.url}/image-tile/ok/{{z}}/{{x}}/{{y}}.png", HttpConfig(attempts=1), cache=Planted())
     assert err.value.reason == "aerial.image_too_large" and "9000x9000" in str(err.value)
+
+
+# ----- the antimeridian: tile x wraps modulo 2^z ------------------------------------------------
+
+
+def _wrap_tile_pixels(z: int, x: int, y: int) -> np.ndarray:
+    """The tile a loopback XYZ server serves at z/x/y: noise that differs per tile."""
+    return np.random.default_rng([z, x, y]).integers(0, 256, (256, 256, 3), dtype=np.uint8)
+
+
+@pytest.fixture(scope="module")
+def xyz_world_server():
+    """An XYZ tile server for the whole world: 404 for any x or y outside 0..2^z-1, as real
+    tile servers answer; logs the tiles asked for."""
+    from aiohttp import web
+
+    from corebuild.aio import serve_app
+
+    asked: list[tuple[int, int, int]] = []
+
+    async def tile(request):
+        z, x, y = (int(request.match_info[k]) for k in ("z", "x", "y"))
+        asked.append((z, x, y))
+        if not (0 <= x < 2**z and 0 <= y < 2**z):
+            return web.Response(status=404, text="no such tile")
+        buf = io.BytesIO()
+        Image.fromarray(_wrap_tile_pixels(z, x, y)).save(buf, "PNG")
+        return web.Response(body=buf.getvalue(), content_type="image/png")
+
+    app = web.Application()
+    app.router.add_get("/world/{z}/{x}/{y}.png", tile)
+    running = serve_app(app)
+    running.asked = asked
+    yield running
+    running.stop()
+
+
+@pytest.mark.parametrize("lat, lon", [(0.0, 179.99), (0.0, -179.99), (-17.5, 179.995), (65.0, -179.997)])
+def test_a_crop_across_the_antimeridian_wraps_tile_x_and_stitches_the_right_pixels(xyz_world_server, lat, lon):
+    zoom, size = 14, 512  # a 512-px crop at z14 is ~5 km wide: it crosses lon 180 from 179.99
+    n = 2**zoom
+    plan = plan_crop(lat, lon, zoom, size)
+    ox, oy = plan.origin_px
+    # The crop's left edge, worked out without the plan: Web Mercator x is linear in longitude.
+    assert abs(ox - ((lon + 180) / 360 * 256 * n - size / 2)) <= 0.5 + 1e-6
+    assert ox < 0 or ox + size > 256 * n, "the crop should cross the antimeridian"
+    assert all(0 <= t.x < n for t in plan.tiles)
+    assert {n - 1, 0} <= {t.x for t in plan.tiles}  # the last column of tiles next to the first
+
+    cfg = AerialConfig(url_template=f"{xyz_world_server.url}/world/{{z}}/{{x}}/{{y}}.png", zoom=zoom, size=size, image_format="png")
+    xyz_world_server.asked.clear()
+
+    async def go():
+        async with aiohttp.ClientSession() as s:
+            return await XYZTiles(HttpClient(s, HttpConfig(attempts=1)), cfg).crop(lat, lon)
+
+    crop = asyncio.run(go())
+    asked_x = {x for _, x, _ in xyz_world_server.asked}
+    assert asked_x <= set(range(n)) and {n - 1, 0} <= asked_x, sorted(asked_x)
+    assert crop.center_lon == pytest.approx(lon, abs=1e-3)
+
+    # Every crop pixel is the world pixel (ox + i mod the world width, oy + j), from its tile.
+    got = np.asarray(Image.open(io.BytesIO(crop.image)).convert("RGB"))
+    gx = (ox + np.arange(size)) % (256 * n)
+    gy = oy + np.arange(size)
+    want = np.empty((size, size, 3), np.uint8)
+    for ty in np.unique(gy // 256):
+        for tx in np.unique(gx // 256):
+            rows, cols = np.nonzero(gy // 256 == ty)[0], np.nonzero(gx // 256 == tx)[0]
+            want[np.ix_(rows, cols)] = _wrap_tile_pixels(zoom, int(tx), int(ty))[np.ix_(gy[rows] % 256, gx[cols] % 256)]
+    assert np.array_equal(got, want)

@@ -203,3 +203,88 @@ def test_a_body_damaged_every_time_fails_with_its_reason():
         server.stop()
     assert err.value.reason == "street.bad_metadata" and hits["n"] == FAST.attempts
     assert "3 attempts" in str(err.value) and "s3cret" not in str(err.value)
+
+
+# ----- Retry-After (RFC 9110 section 10.2.3): delta-seconds or an HTTP-date, up to a cap -------
+
+QUICK = HttpConfig(attempts=3, backoff_initial_s=0.01, backoff_max_s=0.05, max_retry_wait_s=10, timeout_s=5)
+
+
+def _busy_then_ok(retry_after):
+    """A loopback API answering its first request 429 Too Many Requests with a JSON error body
+    and `Retry-After: retry_after()` (computed per answer: an HTTP-date is relative to then), then
+    200. Returns (server, hits)."""
+    from aiohttp import web
+
+    from corebuild.aio import serve_app
+
+    hits = {"n": 0}
+
+    async def handler(request):
+        hits["n"] += 1
+        if hits["n"] == 1:
+            error = {"error": {"code": 429, "message": "Quota exceeded", "status": "RESOURCE_EXHAUSTED"}}
+            return web.json_response(error, status=429, headers={"Retry-After": retry_after()})
+        return web.json_response({"status": "OK"})
+
+    app = web.Application()
+    app.router.add_get("/api", handler)
+    return serve_app(app), hits
+
+
+def _timed_get(retry_after, cfg=QUICK):
+    server, hits = _busy_then_ok(retry_after)
+    try:
+        t0 = time.monotonic()
+        try:
+            return _get(f"{server.url}/api", cfg, params={"key": "SECRET123"}), time.monotonic() - t0, hits["n"]
+        except StageError as exc:
+            return exc, time.monotonic() - t0, hits["n"]
+    finally:
+        server.stop()
+
+
+def test_retry_after_reads_both_forms():
+    from email.utils import formatdate
+
+    from corebuild.providers.http import _retry_after
+
+    assert _retry_after({"Retry-After": "7"}) == 7.0
+    assert 28 <= _retry_after({"Retry-After": formatdate(time.time() + 30, usegmt=True)}) <= 30
+    assert _retry_after({"Retry-After": formatdate(time.time() - 600, usegmt=True)}) == 0.0  # past: now
+    assert _retry_after({"Retry-After": "Wed, 21 Oct 2015 07:28:00 GMT"}) == 0.0  # RFC 9110's example
+    assert _retry_after({"Retry-After": "soon"}) is None and _retry_after({}) is None
+
+
+@pytest.mark.parametrize(
+    "form, retry_after",
+    [
+        ("seconds", lambda: "2"),
+        # IMF-fixdate has whole seconds: two seconds from now is a wait of 1 to 2 s.
+        ("http-date", lambda: __import__("email.utils").utils.formatdate(time.time() + 2, usegmt=True)),
+    ],
+)
+def test_retry_after_is_waited_for_in_both_forms(form, retry_after):
+    res, elapsed, hits = _timed_get(retry_after)
+    # Longer than our own backoff could be (backoff_max_s 0.05 s): the server's wait, not shortened.
+    assert res.status == 200 and hits == 2
+    assert (1.9 if form == "seconds" else 0.95) <= elapsed < 4, elapsed
+
+
+@pytest.mark.parametrize("retry_after", [lambda: "600", lambda: __import__("email.utils").utils.formatdate(time.time() + 3600, usegmt=True)])
+def test_retry_after_past_the_cap_fails_at_once(retry_after):
+    err, elapsed, hits = _timed_get(retry_after, HttpConfig(attempts=4, max_retry_wait_s=5, timeout_s=5))
+    assert isinstance(err, StageError) and err.reason == "street.http_429"
+    assert hits == 1 and elapsed < 1  # one request, no wait: neither shortened nor sat out
+    msg = str(err)
+    assert "more than the 5 s cap" in msg and "--max-retry-wait" in msg and "--retry-failed" in msg
+    assert ("asked to wait 600 s" in msg) or ("asked to wait 3600 s" in msg or "asked to wait 3599 s" in msg)
+    assert "SECRET123" not in msg
+
+
+def test_http_config_refuses_impossible_retry_settings():
+    from corebuild.errors import ConfigError
+
+    for bad in ({"attempts": 0}, {"max_retry_wait_s": -1}, {"max_retry_wait_s": float("nan")}, {"rate_per_s": float("inf")}):
+        with pytest.raises(ConfigError):
+            HttpConfig(**bad)
