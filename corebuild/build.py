@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any, Callable, Optional
 
 from .config import BuildConfig
+from .dataflow import DryRunResult, check_dry_run, check_packages, complete_job, dry_run_requested
 from .describe import load_describer
 from .errors import BuildError, ConfigError, CorebuildError
 from .manifest import count_shards, write_manifest
@@ -27,7 +28,7 @@ from .provenance import code_version, library_versions
 from .progress import UnitProgress
 from .regions import Region, load_region
 from .failures import TRANSIENT, parse_retry_selection
-from .resume import BUILD_FILE, check_units, note_attempt, read_markers, remove_orphans, retry_selection, start_build, units_for
+from .resume import BUILD_FILE, BuildState, check_units, note_attempt, read_markers, remove_orphans, retry_selection, start_build, units_for
 from .sample import SamplingPlan
 from .storage import open_storage
 from .write import RunStamp
@@ -133,6 +134,12 @@ def preflight(cfg: BuildConfig, region: Region) -> dict[str, Any]:
     if not cfg.runner.local:
         # Workers on another runner hold the weights (worker image) and read keys (Secret
         # Manager) there; this machine checks the prompt and config, then records the ids asked for.
+        inline = cfg.inline_credentials()
+        if inline:  # the config is pickled into the job: a credential in a URL would travel with it
+            raise ConfigError(
+                f"{', '.join(inline)}: a credential inline in a URL would be pickled into the {cfg.runner.runner} job; put {{key}} in the URL "
+                "with --aerial-key-env VAR (the describer: --llm-key-env VAR) and --secret VAR=projects/<p>/secrets/<name> (Secret Manager) instead"
+            )
         s = cfg.segment
         return {
             "ocr": f"{cfg.ocr.backend}:(loaded on workers)",
@@ -163,15 +170,21 @@ def preflight(cfg: BuildConfig, region: Region) -> dict[str, Any]:
 
 def run_build(
     cfg: BuildConfig, pipeline_factory: Optional[Callable] = None, overwrite: bool = False, progress: bool = True, retry_failed: Optional[str] = None
-) -> BuildResult:
+) -> BuildResult | DryRunResult:
     """Build (or resume) one region. A rerun with the same config into the same output skips
     the finished work units; `overwrite` starts afresh instead. `retry_failed` ("transient", or a
-    comma list of reasons/kinds) also re-attempts those failure rows of finished units, in place."""
+    comma list of reasons/kinds) also re-attempts those failure rows of finished units, in place.
+    With DataflowRunner and Beam's `--dry_run=True`: the job Beam would submit, built and described
+    (a DryRunResult), as a fresh build's; nothing in the output is read or written."""
     t0 = time.perf_counter()
     started = datetime.now(timezone.utc)
     region = load_region(cfg.region_id, cfg.manifests_dir)
     server_proc = None
     cfg = resolve_providers(cfg, region)
+    check_packages(cfg.runner.runner, cfg.output_dir, cfg.fetch.cache_url)  # the gcp extra: one line, not Beam's traceback
+    dry_run = dry_run_requested(cfg.runner.extra_args)
+    if dry_run:
+        check_dry_run(cfg.runner.runner, cfg.runner.extra_args)
     try:
         if region.imagery == "synthetic" and cfg.imagery != "synthetic":
             from .synthetic.server import serve_in_subprocess
@@ -183,10 +196,13 @@ def run_build(
         models = preflight(cfg, region)
         storage = open_storage(cfg.output_dir)
         version = code_version()
-        state = start_build(
-            storage, region.id, f"{region.id}-{started.strftime('%Y%m%dT%H%M%SZ')}", cfg.content_hash(), cfg.content_dict(),
-            cfg.write.unit_points, version, overwrite,
-        )
+        if dry_run:  # the job of a fresh build: _build.json and the markers are neither read nor written
+            state = BuildState(f"{region.id}-{started.strftime('%Y%m%dT%H%M%SZ')}", cfg.content_hash(), cfg.write.unit_points, 1, frozenset(), False)
+        else:
+            state = start_build(
+                storage, region.id, f"{region.id}-{started.strftime('%Y%m%dT%H%M%SZ')}", cfg.content_hash(), cfg.content_dict(),
+                cfg.write.unit_points, version, overwrite,
+            )
         retried = None
         if state.resumed:
             markers = read_markers(storage, region.id)
@@ -201,11 +217,14 @@ def run_build(
                 retried = {"selection": retry_failed or TRANSIENT, "points": len(chosen), "by_reason": dict(sorted(by_reason.items()))}
                 note_attempt(storage, region.id, retried=retried)
                 log.info("retrying %d failure row(s): %s", len(chosen), ", ".join(f"{k} {v}" for k, v in retried["by_reason"].items()) or "none match")
-        elif retry_failed is not None:
+        elif retry_failed is not None and not dry_run:
             log.warning("--retry-failed: %s held no build; this is a fresh one", storage.join(region.id))
         stamp = RunStamp(build_id=state.build_id, config_hash=state.config_hash, code_version=version)
         from pipelines.build_region import run
 
+        if dry_run:  # DataflowRunner returns the job it would submit; no shards to wait for, no manifest
+            result = run(cfg, region, stamp, storage, state, test_pipeline=pipeline_factory() if pipeline_factory else None)
+            return DryRunResult(region.id, storage.join(region.id), complete_job(result.job))
         wanted = SamplingPlan(region, cfg.sample).wanted
         t_pipe = time.perf_counter()
         beam_log, quiet = logging.getLogger("apache_beam.runners.common"), _NoTracebackForOurErrors()

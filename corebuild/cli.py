@@ -61,6 +61,7 @@ def _build(args: argparse.Namespace) -> int:
         map_preset=args.map_preset,
         ocr=OcrConfig(threads=ocr_threads, backend=args.ocr_backend, easyocr_model_dir=args.easyocr_dir or ""),
         segment=SegmentConfig(
+            prompts_dir=args.prompts,
             backend=args.segment,
             model_type=args.sam_model,
             checkpoint=args.sam_checkpoint or os.environ.get("COREBUILD_SAM_CHECKPOINT", ""),
@@ -70,6 +71,7 @@ def _build(args: argparse.Namespace) -> int:
         describe=DescribeConfig(
             backend=args.describer,
             prompt_id=args.prompt or ("template-v1" if args.describer == "template" else "cvg-progressive-v1"),
+            prompts_dir=args.prompts,
             base_url=args.llm_url or "",
             model=args.llm_model or "",
             api_key_env=args.llm_key_env,
@@ -85,8 +87,22 @@ def _build(args: argparse.Namespace) -> int:
             extra_args=tuple(args.beam_args),
         ),
     )
+    if args.dry_run_job:
+        from .dataflow import dry_run_requested
+
+        if not dry_run_requested(args.beam_args):
+            raise CorebuildError("--dry-run-job writes the job of a dry run: add the Beam option --dry_run=True after -- (with --runner DataflowRunner)")
     result = run_build(cfg, overwrite=args.overwrite, progress=not args.no_progress, retry_failed=args.retry_failed)
-    print(result.summary)
+    if args.dry_run_job and hasattr(result, "described"):
+        import json
+        from pathlib import Path
+
+        path = Path(args.dry_run_job)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(result.described, indent=1, sort_keys=True) + "\n", encoding="utf-8")
+        print(f"{result.summary}; job written to {path}")
+    else:
+        print(result.summary)
     if result.transient:
         print(f"retry them with: {retry_command(args.argv)}")
     return 0
@@ -97,7 +113,7 @@ def retry_command(argv: list[str]) -> str:
     summary; credentials in it are redacted."""
     import shlex
 
-    from .providers.http import redact_text
+    from .redact import redact_text
 
     argv = list(argv)
     if not any(a == "--retry-failed" or a.startswith("--retry-failed=") for a in argv[: argv.index("--") if "--" in argv else len(argv)]):
@@ -189,10 +205,12 @@ def _regions(args: argparse.Namespace) -> int:
     from .regions import load_all
 
     if args.regions_command == "generate":
+        from .assets import locate
         from .regions_gen import write_manifests
 
-        paths = write_manifests(args.manifests)
-        print(f"wrote {len(paths)} region manifests to {args.manifests}")
+        out = locate(args.manifests)  # by default the packaged directory (in a checkout: the repository's)
+        paths = write_manifests(out)
+        print(f"wrote {len(paths)} region manifests to {out}")
         return 0
     regions, errors = load_all(args.manifests)
     if args.regions_command == "list":
@@ -229,6 +247,7 @@ def _models(args: argparse.Namespace) -> int:
         args.easyocr_dir or default_easyocr_dir(),
         args.sam_checkpoint or os.environ.get("COREBUILD_SAM_CHECKPOINT"),
         args.clip_checkpoint or os.environ.get("COREBUILD_CLIP_CHECKPOINT"),
+        prompts_dir=args.prompts,
     )
     print(format_table(rows))
     return 0
@@ -265,11 +284,13 @@ def _audit(args: argparse.Namespace) -> int:
 
 
 class RedactSecrets(logging.Filter):
-    """Defence in depth: a key in a URL query or a bearer token that reaches a log line anyway
-    (a library's debug log quoting a request) is redacted before it is written."""
+    """Defence in depth: a credential that reaches a log line anyway (a library's debug log
+    quoting a request, a URL with user:password@, a Beam option, a secret value this process
+    resolved, a traceback quoting any of them) is redacted before it is written
+    (corebuild.redact.redact_text), at every level, DEBUG included."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        from .providers.http import redact_text
+        from .redact import redact_text
 
         try:
             msg = record.getMessage()
@@ -278,10 +299,33 @@ class RedactSecrets(logging.Filter):
         clean = redact_text(msg)
         if clean != msg:
             record.msg, record.args = clean, None
+        if record.exc_info and not record.exc_text:  # the traceback the formatter would add
+            record.exc_text = logging.Formatter().formatException(record.exc_info)
+        if record.exc_text:
+            record.exc_text = redact_text(record.exc_text)
+        if record.stack_info:
+            record.stack_info = redact_text(record.stack_info)
         return True
 
 
+def add_data_flags(p: argparse.ArgumentParser, prompts: bool = False) -> None:
+    """--manifests (and --prompts): a directory, by default the data packaged with corebuild,
+    whatever the working directory (configs record it by the name given here)."""
+    from .assets import MANIFESTS, PROMPTS
+
+    p.add_argument("--manifests", default=MANIFESTS, metavar="DIR", help=f"region manifests directory (default {MANIFESTS}: the packaged ones)")
+    if prompts:
+        p.add_argument("--prompts", default=PROMPTS, metavar="DIR", help=f"prompt sets directory, segment vocabulary included (default {PROMPTS}: the packaged ones)")
+
+
 def parser() -> argparse.ArgumentParser:
+    # Choice flags are checked against the registries here, before any server or worker starts
+    # (names only: no backend, model or torch is imported).
+    from .describe import DescribeConfig, describer_names
+    from .ocr import OCR_BACKENDS, OcrConfig
+    from .providers import AERIAL_PRESETS, STREET_PROVIDERS
+    from .segment import LABELER_MODULES, SAM_CHECKPOINTS, SEGMENTER_MODULES, SegmentConfig
+
     p = argparse.ArgumentParser(prog="corebuild", description=__doc__)
     p.add_argument(
         "--log-level",
@@ -294,7 +338,7 @@ def parser() -> argparse.ArgumentParser:
     b = sub.add_parser("build", help="build one region's shards")
     b.add_argument("--region", required=True, help="region id (a file in --manifests)")
     b.add_argument("--output", default="build", help="output root; the build goes to <output>/<region>/")
-    b.add_argument("--manifests", default="region_manifests")
+    add_data_flags(b, prompts=True)
     b.add_argument("--seed", type=int, default=0)
     b.add_argument("--limit", type=int, default=None, help="only the first N sampled points")
     b.add_argument("--min-spacing", type=float, default=25.0, help="metres between sampled points")
@@ -304,20 +348,25 @@ def parser() -> argparse.ArgumentParser:
     b.add_argument("--overwrite", action="store_true", help="replace a build of another config in the output (default: resume one of this config)")
     b.add_argument("--no-progress", action="store_true", help="no progress bar / progress log lines")
     b.add_argument(
+        "--dry-run-job", default=None, metavar="FILE",
+        help="with --runner DataflowRunner and the Beam option --dry_run=True: write the job Beam would submit (the Dataflow job request "
+        "and its runner-API pipeline) to FILE as JSON; the dry run itself writes nothing to the output",
+    )
+    b.add_argument(
         "--retry-failed", nargs="?", const="transient", default=None, type=_retry_choice, metavar="REASONS",
         help="re-attempt a finished build's transient failure rows in place (or only these comma-separated reasons or kinds, "
         "e.g. street.over_query_limit,aerial.http_503,http_5xx)",
     )
     b.add_argument("--ocr-threads", type=int, default=None, help="ONNX threads per worker (default: cores / workers)")
-    b.add_argument("--ocr-backend", default="rapidocr", help="rapidocr (offline default), easyocr, or off (no OCR: empty evidence, recorded as such)")
+    b.add_argument("--ocr-backend", default=OcrConfig.backend, choices=sorted(OCR_BACKENDS), help="rapidocr (offline default), easyocr, or off (no OCR: empty evidence, recorded as such)")
     b.add_argument("--easyocr-dir", default=None, help="easyocr weights directory")
-    b.add_argument("--segment", default="off", help="segmentation backend: off (default) or sam")
-    b.add_argument("--sam-model", default="vit_b", help="SAM model type: vit_b, vit_l, vit_h")
+    b.add_argument("--segment", default=SegmentConfig.backend, choices=["off", *SEGMENTER_MODULES], help="segmentation backend: off (default) or sam")
+    b.add_argument("--sam-model", default=SegmentConfig.model_type, choices=sorted(SAM_CHECKPOINTS), help="SAM model type")
     b.add_argument("--sam-checkpoint", default=None, help="SAM weights file (default $COREBUILD_SAM_CHECKPOINT)")
-    b.add_argument("--labeler", default="off", help="mask labels: off (default) or clip")
+    b.add_argument("--labeler", default=SegmentConfig.labeler, choices=["off", *LABELER_MODULES], help="mask labels: off (default) or clip")
     b.add_argument("--clip-checkpoint", default=None, help="open_clip weights file (default $COREBUILD_CLIP_CHECKPOINT)")
-    b.add_argument("--describer", default="template", help="template (offline default), openai (any OpenAI-compatible endpoint, e.g. vllm serve) or vllm (in-process on GPU workers)")
-    b.add_argument("--prompt", default=None, help="prompt set id in prompts/ (default: template-v1 or cvg-progressive-v1)")
+    b.add_argument("--describer", default=DescribeConfig.backend, choices=describer_names(), help="template (offline default), openai (any OpenAI-compatible endpoint, e.g. vllm serve) or vllm (in-process on GPU workers)")
+    b.add_argument("--prompt", default=None, help="prompt set id in --prompts (default: template-v1 or cvg-progressive-v1)")
     b.add_argument("--llm-url", default=None, help="base URL of the /v1/chat/completions server")
     b.add_argument("--llm-model", default=None, help="model name to request")
     b.add_argument("--llm-key-env", default=None, help="env var holding the endpoint's bearer token, if it needs one")
@@ -327,9 +376,9 @@ def parser() -> argparse.ArgumentParser:
     b.add_argument("--streetview-url", default=None, help="Street View API base URL (default: Google's)")
     b.add_argument("--aerial-url", default=None, help="XYZ tile URL template, e.g. https://host/{z}/{x}/{y}.png")
     b.add_argument("--aerial-key-env", default=None, help="env var holding the key for {key} in --aerial-url")
-    b.add_argument("--street-provider", default=None, help="google_streetview (default), mapillary or local; overrides the manifest")
-    b.add_argument("--aerial-preset", default=None, help="a named aerial source (see README); overrides the manifest")
-    b.add_argument("--map-preset", default=None, help="add a map-tile modality, e.g. osm")
+    b.add_argument("--street-provider", default=None, choices=sorted(STREET_PROVIDERS), help="google_streetview (default), mapillary or local; overrides the manifest")
+    b.add_argument("--aerial-preset", default=None, choices=sorted(AERIAL_PRESETS), help="a named aerial source (see README); overrides the manifest")
+    b.add_argument("--map-preset", default=None, choices=sorted(AERIAL_PRESETS), help="add a map-tile modality, e.g. osm")
     b.add_argument("--mapillary-url", default=None, help="Mapillary Graph API base URL (default: graph.mapillary.com)")
     b.add_argument("--local-folder", default=None, help="folder of geotagged JPEGs for --street-provider local")
     b.add_argument("--cache", default=None, help="response cache (directory or gs://bucket/prefix): reruns do not refetch")
@@ -353,12 +402,12 @@ def parser() -> argparse.ArgumentParser:
 
     rg = sub.add_parser("regions", help="region manifests: generate, list, check")
     rg.add_argument("regions_command", choices=["generate", "list", "check"])
-    rg.add_argument("--manifests", default="region_manifests")
+    add_data_flags(rg)
     rg.set_defaults(func=_regions)
 
     m = sub.add_parser("models", help="which model backends can run here")
     m.add_argument("models_command", choices=["check"])
-    m.add_argument("--manifests", default="region_manifests")
+    add_data_flags(m, prompts=True)
     m.add_argument("--easyocr-dir", default=None, help="easyocr weights (default $COREBUILD_EASYOCR_DIR or ~/.EasyOCR/model)")
     m.add_argument("--sam-checkpoint", default=None, help="SAM weights (default $COREBUILD_SAM_CHECKPOINT)")
     m.add_argument("--clip-checkpoint", default=None, help="open_clip weights (default $COREBUILD_CLIP_CHECKPOINT)")
@@ -390,7 +439,7 @@ def parser() -> argparse.ArgumentParser:
     ssub = s.add_subparsers(dest="synthetic_command", required=True)
     serve = ssub.add_parser("serve", help="serve a region's synthetic world (Street View, XYZ, Mapillary and OpenAI chat wire formats)")
     serve.add_argument("--region", default="demo")
-    serve.add_argument("--manifests", default="region_manifests")
+    add_data_flags(serve)
     serve.add_argument("--host", default="127.0.0.1")
     serve.add_argument("--port", type=int, default=0)
     serve.add_argument("--fault-rate", type=float, default=0.0, help="share of requests that misbehave (429, 5xx, timeouts, resets, cut bodies, placeholder tiles, malformed LLM JSON)")
@@ -415,7 +464,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args.func(args)
     except CorebuildError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        from .redact import redact_text
+
+        print(f"error: {redact_text(str(exc))}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         return 130

@@ -8,9 +8,12 @@ import json
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
+from .assets import MANIFESTS
 from .describe import DescribeConfig
 from .fetch import FetchConfig
 from .ocr import OcrConfig
+from .redact import inline_credential_fields, redact_beam_args, redact_urls_in
+from .prompts import load_prompt
 from .segment import SegmentConfig
 from .sample import SampleConfig
 
@@ -63,11 +66,20 @@ def _drop_http_pacing(fetch: dict[str, Any]) -> None:
     fetch["http_by_stage"] = [[stage, h] for stage, h in fetch["http_by_stage"] if h != fetch["http"]]
 
 
+_URL_FLAGS = {
+    "fetch.streetview.base_url": "--streetview-url",
+    "fetch.aerial.url_template": "--aerial-url",
+    "fetch.mapillary.base_url": "--mapillary-url",
+    "fetch.cache_url": "--cache",
+    "describe.base_url": "--llm-url",
+}
+
+
 @dataclass(frozen=True)
 class BuildConfig:
     region_id: str
     output_dir: str = "build"
-    manifests_dir: str = "region_manifests"
+    manifests_dir: str = MANIFESTS  # a directory, or the packaged manifests (corebuild.assets)
     imagery: str = "providers"  # "synthetic" when the region's world is served on loopback
     # Choices made on the command line; None lets the region manifest's `providers` (or the
     # default) decide. Resolved into `fetch` when the build starts (corebuild.build).
@@ -83,7 +95,21 @@ class BuildConfig:
     runner: RunnerConfig = field(default_factory=RunnerConfig)
 
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        """The config as recorded (manifest.json; via content_dict, _build.json and the hash):
+        every URL without its userinfo or secret query values, and Beam options that carry
+        credentials redacted (corebuild.redact). The real values stay in this object, which is
+        what the workers get; a rotated token therefore changes neither record nor hash."""
+        d = redact_urls_in(dataclasses.asdict(self))
+        d["runner"]["extra_args"] = redact_beam_args(self.runner.extra_args)
+        return d
+
+    def inline_credentials(self) -> list[str]:
+        """Fields (and their flags) whose URL carries a credential itself (userinfo, a secret
+        query value other than a `{key}` slot): on a remote runner it would be pickled into the
+        job with the DoFns. Beam's own options (runner.extra_args) are Beam's channel: not here."""
+        d = dataclasses.asdict(self)
+        d.pop("runner")
+        return [f"{path} ({_URL_FLAGS[path]})" if path in _URL_FLAGS else path for path in inline_credential_fields(d)]
 
     def content_hash(self) -> str:
         blob = json.dumps(self.content_dict(), sort_keys=True, default=str).encode()
@@ -99,6 +125,14 @@ class BuildConfig:
         _drop_http_pacing(d["fetch"])
         d["fetch"].pop("secret_names")  # where keys come from changes no row
         d["describe"].pop("api_key_secret")
+        # Where the prompt set (and the segment vocabulary) is read from changes no row; what it
+        # says does, so the hash of its bytes (the one every row records) replaces the directory:
+        # a checkout and an installed wheel agree, and a prompt edited between two runs stops a
+        # resume, which the directory never did.
+        d["describe"]["prompt_hash"] = load_prompt(d["describe"].pop("prompts_dir"), self.describe.prompt_id).hash
+        vocabulary_dir = d["segment"].pop("prompts_dir")
+        if self.segment.backend != "off":
+            d["segment"]["vocabulary_hash"] = load_prompt(vocabulary_dir, self.segment.vocabulary).hash
         if self.imagery == "synthetic":
             f = d["fetch"]
             f["streetview"]["base_url"] = f["mapillary"]["base_url"] = "synthetic"

@@ -7,6 +7,7 @@ import time
 from dataclasses import dataclass
 from typing import Callable, Optional, Protocol, Sequence
 
+from .assets import PROMPTS
 from .errors import ConfigError
 from .prompts import Prompt, load_prompt
 from .record import Description, Record
@@ -19,7 +20,7 @@ COMPASS = ("north", "north-east", "east", "south-east", "south", "south-west", "
 class DescribeConfig:
     backend: str = "template"
     prompt_id: str = "template-v1"
-    prompts_dir: str = "prompts"
+    prompts_dir: str = PROMPTS  # a directory, or the packaged prompt sets (corebuild.assets)
     # Model backends (openai-compatible endpoints such as `vllm serve`):
     base_url: str = ""  # e.g. http://127.0.0.1:8000 (the /v1/chat/completions server)
     model: str = ""
@@ -127,6 +128,15 @@ class TemplateDescriber:
 
 
 DESCRIBERS: dict[str, Callable[[DescribeConfig], Describer]] = {"template": TemplateDescriber}
+# Backends that Beam's RunInference runs (a ModelHandler on GPU workers), not a Describer.
+RUNINFERENCE_DESCRIBERS = ("vllm",)
+
+
+def describer_names() -> list[str]:
+    """Every describer backend a build can choose."""
+    from . import llm_describe  # noqa: F401  (registers the model backends)
+
+    return sorted({*DESCRIBERS, *RUNINFERENCE_DESCRIBERS})
 
 
 def load_describer(cfg: DescribeConfig) -> Describer:

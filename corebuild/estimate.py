@@ -16,6 +16,9 @@ from typing import Any, Optional, Sequence
 
 import numpy as np
 
+from .assets import PROMPTS, locate
+from .describe import describer_names
+from .segment import SEGMENTER_MODULES
 from .errors import ConfigError
 from .providers.aerial import AERIAL_PRESETS, AerialConfig, plan_crop
 from .providers.streetview import StreetViewConfig
@@ -33,7 +36,6 @@ GPU_TYPES: dict[str, tuple[float, str, int, float]] = {  # name -> ($/GPU-h, hos
     "nvidia-a100-80gb": (4.7137, "a2-ultragpu-1g", 12, 170.0),
 }
 STREET = ("google_streetview", "mapillary")
-DESCRIBERS = ("template", "vllm", "openai")
 _SV = StreetViewConfig()
 
 
@@ -110,7 +112,7 @@ def with_gpu(a: Assumptions, gpu_type: str) -> Assumptions:
     return dataclasses.replace(a, gpu_type=gpu_type, gpu_hour=price, gpu_host_vcpus=vcpus, gpu_host_mem_gb=mem)
 
 
-def measure_prompt_text_tokens(prompts_dir: str | Path = "prompts", prompt_id: str = "cvg-progressive-v1", ocr_lines: int = 2) -> int:
+def measure_prompt_text_tokens(prompts_dir: str | Path = PROMPTS, prompt_id: str = "cvg-progressive-v1", ocr_lines: int = 2) -> int:
     """Text tokens of one describe request (system + user with a typical evidence block), at
     4 characters per token: how `Assumptions.prompt_text_tokens` was derived."""
     from .describe import compass
@@ -170,8 +172,8 @@ def estimate(
 ) -> dict[str, Any]:
     """Requests, bytes, CPU/GPU hours and costs for building `regions`. A flag (street provider,
     presets) beats a manifest's `providers`, which beats the default, as in `corebuild build`."""
-    if describer not in DESCRIBERS:
-        raise ConfigError(f"unknown describer {describer!r}; known: {', '.join(DESCRIBERS)}")
+    if describer not in describer_names():
+        raise ConfigError(f"unknown describer {describer!r}; known: {', '.join(describer_names())}")
     req = dict.fromkeys(("street_metadata", "street_images", "mapillary_search", "mapillary_images", "aerial_tiles", "map_tiles", "lvlm"), 0.0)
     down = written = cpu_fetch = cpu_ocr = sam_s = views_total = img_tokens = 0.0
     providers, tiles_seen = set(), {}
@@ -357,7 +359,7 @@ def select_regions(spec: str, manifests_dir: str | Path) -> list[Region]:
         if errors:
             raise ConfigError(f"{len(errors)} bad manifest(s); first: {errors[0]}")
         return [r for r in regions if r.imagery != "synthetic"]
-    known = {p.stem for p in Path(manifests_dir).glob("*.json")}
+    known = {p.stem for p in locate(manifests_dir).glob("*.json")}
     ids = [s.strip() for s in spec.split(",") if s.strip()]
     unknown = [i for i in ids if i not in known]
     if unknown or not ids:
@@ -367,12 +369,14 @@ def select_regions(spec: str, manifests_dir: str | Path) -> list[Region]:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--regions", default="all", help="all (the generated regions) or comma-separated ids (default all)")
-    parser.add_argument("--manifests", default="region_manifests")
+    from .cli import add_data_flags
+
+    add_data_flags(parser)
     parser.add_argument("--street-provider", choices=STREET, default=None, help="overrides the manifests (default: manifest, else google_streetview)")
     parser.add_argument("--aerial-preset", default=None, help="aerial source preset (default: manifest, else XYZ z20 256 px)")
     parser.add_argument("--map-preset", default=None, help="add the map-tile modality, e.g. osm")
-    parser.add_argument("--describer", choices=DESCRIBERS, default="vllm", help="default vllm: a CORE-scale build describes with an LVLM")
-    parser.add_argument("--segment", choices=("off", "sam"), default="off")
+    parser.add_argument("--describer", choices=describer_names(), default="vllm", help="default vllm: a CORE-scale build describes with an LVLM")
+    parser.add_argument("--segment", choices=("off", *SEGMENTER_MODULES), default="off")
     parser.add_argument("--gpu-tokens-per-s", type=float, default=None, help=f"LVLM output tokens/s per GPU (default {Assumptions().gpu_tokens_per_s:g})")
     parser.add_argument("--gpu-type", choices=tuple(GPU_TYPES), default="nvidia-l4", help="Dataflow accelerator and its list price")
     parser.add_argument("--json", action="store_true", help="machine-readable output")

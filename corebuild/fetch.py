@@ -20,6 +20,7 @@ from .providers.http import rate_limiter
 from .providers.localfolder import LocalFolderConfig
 from .providers.mapillary import MapillaryConfig
 from .record import Record
+from .redact import register_url_secrets
 
 
 FETCH_STAGES = ("street", "aerial", "map")  # the stages whose HTTP settings can differ
@@ -56,7 +57,7 @@ class FetchConfig:
 
 
 def _internal(rec: Record, stage: str, exc: Exception) -> Record:
-    from .providers.http import redact_text
+    from .redact import redact_text
 
     return rec.fail(f"{stage}.internal_error", redact_text(f"{type(exc).__name__}: {exc}")[:500])
 
@@ -146,6 +147,8 @@ class Fetcher:
         if cfg.aerial_provider not in AERIAL_PROVIDERS:
             raise ConfigError(f"unknown aerial provider {cfg.aerial_provider!r}; known: {sorted(AERIAL_PROVIDERS)}")
         self.cfg, self.cache = cfg, cache
+        # Credentials written inline in a URL are secrets of this process too: redacted wherever they turn up.
+        register_url_secrets(cfg.streetview.base_url, cfg.mapillary.base_url, cfg.aerial.url_template, cfg.map.url_template if cfg.map else None, cfg.cache_url)
         self._loop = LoopThread("corebuild-fetch")
         try:
             self._session, self.street, self.aerial = self._loop.run(self._open())

@@ -12,6 +12,7 @@ import re
 import time
 from dataclasses import dataclass
 from typing import Any, Optional, Sequence
+from urllib.parse import urlsplit
 
 import aiohttp
 from PIL import Image
@@ -22,7 +23,8 @@ from .errors import ConfigError, StageError
 from .images import DEFAULT_MAX_PIXELS, ImageRejected, ImageTooLarge, open_header
 from .prompts import Prompt, load_prompt
 from .qc import language_ok
-from .providers.http import BadBody, HttpClient, HttpConfig, json_validator, redact_text
+from .providers.http import BadBody, HttpClient, HttpConfig, json_validator
+from .redact import redact_text, register_url_secrets
 from .record import Description, Record, StreetView
 from .secrets import resolve_secret
 
@@ -202,6 +204,9 @@ class OpenAIDescriber:
         if self.prompt.body.get("kind") != "chat":
             raise ConfigError(f"prompt set {cfg.prompt_id!r} is not a chat prompt (kind={self.prompt.body.get('kind')!r})")
         self.model_id = cfg.model
+        if cfg.api_key_env and "@" in urlsplit(cfg.base_url).netloc:  # aiohttp would refuse every request (one Authorization header)
+            raise ConfigError("describer 'openai': --llm-url carries user:password@ and --llm-key-env a bearer token; give one of them")
+        register_url_secrets(cfg.base_url)
         self._headers = {"Authorization": f"Bearer {resolve_secret(cfg.api_key_env, 'the describer endpoint', cfg.api_key_secret)}"} if cfg.api_key_env else {}
         self.sampling = dict(self.prompt.body.get("sampling", {}))
         self._loop = LoopThread("corebuild-describe")
@@ -247,7 +252,8 @@ class OpenAIDescriber:
                 self.cfg.base_url.rstrip("/") + "/v1/chat/completions", self.request_body(rec, context), "describe", self._headers, validate=self._validate
             )
             if res.status != 200:
-                body = redact_text(res.body[:1000].decode("utf-8", "replace"))
+                # Redacted before it is cut: a cut through a credential would leave half of it unrecognised.
+                body = redact_text(res.body[:65536].decode("utf-8", "replace"))
                 if res.status == 400 and _CONTEXT_LENGTH.search(body):  # the same failure as vllm's engine raising it
                     raise StageError("describe.prompt_too_long", f"the prompt does not fit the model's context: HTTP 400 {body[:200]!r}")
                 raise StageError(f"describe.http_{res.status}", f"the describer endpoint answered HTTP {res.status}: {body[:200]!r}")
@@ -266,7 +272,7 @@ class OpenAIDescriber:
         except StageError as exc:
             return rec.fail(exc.reason, str(exc)).timed("describe", time.perf_counter() - t0)
         except (ValueError, KeyError, IndexError, TypeError) as exc:
-            return rec.fail("describe.bad_response", f"unexpected reply shape: {type(exc).__name__}: {exc}").timed("describe", time.perf_counter() - t0)
+            return rec.fail("describe.bad_response", redact_text(f"unexpected reply shape: {type(exc).__name__}: {exc}")[:300]).timed("describe", time.perf_counter() - t0)
         rec = apply_answer(rec, answer, self.name, self.prompt, self.sampling)
         if self.cfg.self_review and not rec.failed:
             rec = await self._review(rec)
@@ -290,7 +296,7 @@ class OpenAIDescriber:
         except StageError as exc:
             return rec.fail(exc.reason, str(exc))
         except (ValueError, KeyError, IndexError, TypeError) as exc:
-            return rec.fail("describe.bad_response", f"unexpected self-review reply: {type(exc).__name__}: {exc}")
+            return rec.fail("describe.bad_response", redact_text(f"unexpected self-review reply: {type(exc).__name__}: {exc}")[:300])
         return apply_review(rec, content)
 
     def describe(self, records: Sequence[Record], context: dict) -> list[Record]:

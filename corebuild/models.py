@@ -12,6 +12,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
+from .assets import PROMPTS
+
 
 @dataclass(frozen=True)
 class ModelStatus:
@@ -66,7 +68,7 @@ def _weights(backend: str, kind: str, module: str, extra: str, path: Optional[st
     return ModelStatus(backend, kind, True, f"{what}: {path}")
 
 
-def check_models(manifests_dir: str, easyocr_dir: str, sam_checkpoint: Optional[str], clip_checkpoint: Optional[str], prompts_dir: str = "prompts") -> list[ModelStatus]:
+def check_models(manifests_dir: str, easyocr_dir: str, sam_checkpoint: Optional[str], clip_checkpoint: Optional[str], prompts_dir: str = PROMPTS) -> list[ModelStatus]:
     from .describe import DescribeConfig, load_describer
     from .regions import load_all
 

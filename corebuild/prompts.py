@@ -1,4 +1,5 @@
-"""Versioned prompt sets in `prompts/`: an id plus a content hash recorded on every row."""
+"""Versioned prompt sets (packaged in `corebuild/assets/prompts/`, or a `--prompts` directory): an
+id plus a content hash recorded on every row."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from .assets import locate
 from .errors import ConfigError
 
 
@@ -19,9 +21,11 @@ class Prompt:
 
 
 def load_prompt(prompts_dir: str | Path, prompt_id: str) -> Prompt:
-    path = Path(prompts_dir) / f"{prompt_id}.json"
+    """`prompts_dir`: a directory, or `corebuild.assets.PROMPTS` (the packaged prompt sets)."""
+    prompts_dir = locate(prompts_dir)
+    path = prompts_dir / f"{prompt_id}.json"
     if not path.is_file():
-        known = sorted(p.stem for p in Path(prompts_dir).glob("*.json")) if Path(prompts_dir).is_dir() else []
+        known = sorted(p.stem for p in prompts_dir.glob("*.json")) if prompts_dir.is_dir() else []
         raise ConfigError(f"{path}: no prompt set {prompt_id!r} (known: {', '.join(known) or 'none'})")
     raw = path.read_bytes()
     try:

@@ -1,4 +1,4 @@
-"""Region manifests: load and validate `region_manifests/<id>.json`."""
+"""Region manifests: load and validate `<manifests>/<id>.json` (packaged: `corebuild/assets/region_manifests/`)."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ import shapely
 from shapely.geometry import Polygon, shape
 from shapely.validation import explain_validity
 
+from .assets import locate
 from .errors import ManifestError
 from .geo import equal_area
 from .languages import group_problem
@@ -206,9 +207,10 @@ def known_countries() -> dict[str, str]:
 
 
 def load_all(manifests_dir: str | Path) -> tuple[list[Region], list[str]]:
-    """Every manifest in a directory: (valid regions, one error line per bad file)."""
+    """Every manifest in a directory (or `corebuild.assets.MANIFESTS`): (valid regions, one error line per bad file)."""
+    manifests_dir = locate(manifests_dir)
     regions, errors, seen = [], [], {}
-    paths = sorted(Path(manifests_dir).glob("*.json"))
+    paths = sorted(manifests_dir.glob("*.json"))
     if not paths:
         errors.append(f"{manifests_dir}: no region manifests")
     for path in paths:
@@ -228,9 +230,10 @@ def load_all(manifests_dir: str | Path) -> tuple[list[Region], list[str]]:
 def load_region(region_id: str, manifests_dir: str | Path) -> Region:
     if not isinstance(region_id, str) or not _ID_RE.fullmatch(region_id):
         raise ManifestError(str(region_id), "id", "not a safe region id (a-z, 0-9, '-', '_')")
-    path = Path(manifests_dir) / f"{region_id}.json"
+    manifests_dir = locate(manifests_dir)
+    path = manifests_dir / f"{region_id}.json"
     if not path.is_file():
-        known = sorted(p.stem for p in Path(manifests_dir).glob("*.json")) if Path(manifests_dir).is_dir() else []
+        known = sorted(p.stem for p in manifests_dir.glob("*.json")) if manifests_dir.is_dir() else []
         hint = f"; known regions: {', '.join(known[:10])}{' …' if len(known) > 10 else ''}" if known else ""
         raise ManifestError(str(path), "<file>", f"no manifest for region {region_id!r}{hint}")
     try:

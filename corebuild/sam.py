@@ -16,7 +16,7 @@ from PIL import Image
 
 from .errors import ModelUnavailableError
 from .masks import rle_encode
-from .segment import SEGMENTERS, MaskOut, SegmentConfig
+from .segment import SAM_CHECKPOINTS, SEGMENTERS, MaskOut, SegmentConfig
 
 try:
     import torch
@@ -25,12 +25,7 @@ try:
 except ImportError as exc:  # registry stays without "sam"; load_segmenter names the extra
     raise ImportError(f"corebuild.sam needs torch and segment-anything: pip install 'corebuild[sam]' ({exc})") from exc
 
-# The official checkpoints (https://github.com/facebookresearch/segment-anything#model-checkpoints).
-CHECKPOINTS: dict[str, str] = {
-    "vit_b": "sam_vit_b_01ec64.pth",
-    "vit_l": "sam_vit_l_0b3195.pth",
-    "vit_h": "sam_vit_h_4b8939.pth",
-}
+CHECKPOINTS = SAM_CHECKPOINTS
 _CHECKPOINT_URL = "https://dl.fbaipublicfiles.com/segment_anything/{}"
 
 

@@ -25,6 +25,7 @@ Error messages name the env var, the file path or the resource name, never a val
 from __future__ import annotations
 
 import importlib
+import logging
 import os
 import re
 import threading
@@ -32,6 +33,7 @@ from pathlib import Path
 from typing import Any, Callable, Optional
 
 from .errors import ConfigError
+from .redact import register_secret
 
 GCP_SECRETS_HINT = "Google Secret Manager secrets need google-cloud-secret-manager: pip install 'corebuild[gcp]'"
 ACCESSOR_ROLE = "roles/secretmanager.secretAccessor"
@@ -54,7 +56,14 @@ _cache: dict[str, str] = {}  # full resource name (with /versions/...) -> value;
 
 
 def resolve_secret(env_name: str, what: str, secret_name: str = "") -> str:
-    """The secret for `what` (a phrase for messages), read from the first source that is set."""
+    """The secret for `what` (a phrase for messages), read from the first source that is set.
+    The value is registered with corebuild.redact, so this process redacts it wherever it turns up."""
+    value = _resolve(env_name, what, secret_name)
+    register_secret(value)
+    return value
+
+
+def _resolve(env_name: str, what: str, secret_name: str) -> str:
     value = os.environ.get(env_name)
     if value:
         return value.strip()
@@ -130,6 +139,9 @@ def clear_cache() -> None:
 def _get_client() -> Any:
     global _client
     if _client is None:
+        # The generated client's DEBUG log puts each response's payload (the secret) in the
+        # record's `extra`, which a structured handler would write out: never below INFO here.
+        logging.getLogger("google.cloud.secretmanager_v1").setLevel(logging.INFO)
         _client = (_client_factory or _default_client)()
     return _client
 

@@ -18,6 +18,7 @@ from typing import Callable, NamedTuple, Optional, Protocol, Sequence
 import numpy as np
 from PIL import Image, ImageDraw
 
+from .assets import PROMPTS
 from .errors import ConfigError
 from .masks import rle_decode
 from .prompts import load_prompt
@@ -36,8 +37,8 @@ class SegmentConfig:
     labeler: str = "off"  # "off" | "clip"
     clip_model: str = "ViT-B-32"
     clip_checkpoint: str = ""  # open_clip weights file
-    vocabulary: str = "segment-vocabulary-v1"  # prompts/<id>.json
-    prompts_dir: str = "prompts"
+    vocabulary: str = "segment-vocabulary-v1"  # <prompts_dir>/<id>.json
+    prompts_dir: str = PROMPTS  # a directory, or the packaged prompt sets (corebuild.assets)
     min_text_overlap: float = 0.5  # share of a text box on movers that drops the text
 
 
@@ -66,6 +67,17 @@ class Labeler(Protocol):
 
 SEGMENTERS: dict[str, Callable[[SegmentConfig], Segmenter]] = {}
 LABELERS: dict[str, Callable[[SegmentConfig], Labeler]] = {}
+# Every backend by name, and the module that registers it (imported only when chosen: torch is
+# heavy), so the command line can offer the names without loading any of them.
+SEGMENTER_MODULES = {"sam": "corebuild.sam"}
+LABELER_MODULES = {"clip": "corebuild.clip_labels"}
+# segment-anything's model types and their official checkpoints
+# (https://github.com/facebookresearch/segment-anything#model-checkpoints).
+SAM_CHECKPOINTS: dict[str, str] = {
+    "vit_b": "sam_vit_b_01ec64.pth",
+    "vit_l": "sam_vit_l_0b3195.pth",
+    "vit_h": "sam_vit_h_4b8939.pth",
+}
 
 
 _IMPORT_ERRORS: dict[str, str] = {}
@@ -74,7 +86,7 @@ _IMPORT_ERRORS: dict[str, str] = {}
 def _register_backends() -> None:
     # Import for their registry side effect; why one could not load is kept for the error
     # message when it is chosen (usually: torch / segment-anything / open_clip not installed).
-    for module in ("corebuild.sam", "corebuild.clip_labels"):
+    for module in (*SEGMENTER_MODULES.values(), *LABELER_MODULES.values()):
         try:
             __import__(module)
         except ImportError as exc:

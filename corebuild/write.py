@@ -19,6 +19,7 @@ from shapely.geometry import Point
 
 from .failures import failure_class, table_markdown
 from .record import Record
+from .redact import redact_text
 
 _VIEW = pa.struct(
     [
@@ -163,7 +164,7 @@ def record_to_row(rec: Record, stamp: RunStamp) -> dict[str, Any]:
         "status": rec.status,
         "failure_reason": rec.failure_reason,
         "failure_class": failure_class(rec.failure_reason) if rec.failed else None,
-        "error": rec.error,
+        "error": redact_text(rec.error) if rec.error else rec.error,  # the last gate: a quoted body or exception text never carries a credential
         "street_provider": s.provider if s else None,
         "pano_id": s.pano_id if s else None,
         "sequence_id": s.sequence_id if s else None,

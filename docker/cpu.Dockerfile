@@ -12,7 +12,8 @@ RUN apt-get update \
     && rm -rf /var/lib/apt/lists/*
 
 # Boot would otherwise make a fresh venv per worker start; everything is preinstalled here.
-# COREBUILD_HOME is the working directory: prompts/ and region_manifests/ are read relative to it.
+# COREBUILD_HOME is the working directory. Prompts and region manifests are package data: the
+# installed corebuild finds them wherever it runs.
 ENV RUN_PYTHON_SDK_IN_DEFAULT_ENVIRONMENT=1 \
     COREBUILD_HOME=/opt/corebuild \
     COREBUILD_CACHE_DIR=/opt/corebuild/cache
@@ -26,8 +27,6 @@ RUN pip install --no-cache-dir '/tmp/src[ocr,gcp]' \
     && rm -rf /tmp/src
 
 WORKDIR /opt/corebuild
-COPY prompts prompts
-COPY region_manifests region_manifests
 
 # Bake the bit-packed land mask (117 MB) so no worker spends ~6 s and ~1 GB unpacking it;
 # `models check` prints what this image can run, in the build log.

@@ -44,8 +44,6 @@ RUN python3.11 -m venv /opt/venv \
 COPY --from=beam /opt/apache/beam /opt/apache/beam
 
 WORKDIR /opt/corebuild
-COPY prompts prompts
-COPY region_manifests region_manifests
 
 # Weights, baked: whatever docker/weights/ holds when the image is built (sam/, clip/, easyocr/,
 # llm/; never committed), and/or SAM and open_clip files fetched by URL, each checked by sha256.

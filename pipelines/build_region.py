@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import json
 import logging
@@ -21,6 +22,7 @@ from corebuild.prompts import load_prompt
 from corebuild.qc import check_grounding, check_injection
 from corebuild.segment import load_labeler, load_segmenter, segment_record
 from corebuild.record import Record
+from corebuild.redact import redact_text
 from corebuild.regions import Region
 from corebuild.resume import BuildState, Claim, marker_name, merge_unit, resolve_duplicates, unit_of, write_unit
 from corebuild.sample import SamplingPlan, records_of
@@ -33,7 +35,7 @@ SAMPLING_TAG = "sampling"
 
 def _fail_batch(batch: Sequence[Record], stage: str, exc: BaseException) -> list[Record]:
     """A bug in one batch must not take the build down: its records become failure rows."""
-    tb = traceback.format_exception_only(type(exc), exc)[-1].strip()
+    tb = redact_text(traceback.format_exception_only(type(exc), exc)[-1].strip())  # the exception may quote a URL or a body
     log.error("%s failed on a batch of %d: %s", stage, len(batch), tb)
     return [r.fail(f"{stage}.internal_error", tb[:500]) for r in batch]
 
@@ -304,6 +306,9 @@ class WriteSamplingDoFn(beam.DoFn):
 
 
 def build_pipeline(p: beam.Pipeline, cfg: BuildConfig, region: Region, stamp: RunStamp, storage, state: BuildState) -> None:
+    # The Beam options after `--` are the runner's (credentials may be among them), not the
+    # workers': keep them out of every pickled DoFn.
+    cfg = dataclasses.replace(cfg, runner=dataclasses.replace(cfg.runner, extra_args=()))
     n = state.unit_points
     sampled = sample_points(p, cfg, {region.id: region})
     sampled[SAMPLING_TAG] | "WriteSampling" >> beam.ParDo(WriteSamplingDoFn(storage, f"{region.id}/_sampling"))
@@ -353,10 +358,20 @@ def build_pipeline(p: beam.Pipeline, cfg: BuildConfig, region: Region, stamp: Ru
     records | "Write" >> beam.ParDo(WriteUnitDoFn(storage, cfg, stamp, state.attempt, state.done))
 
 
-def run(cfg: BuildConfig, region: Region, stamp: RunStamp, storage, state: BuildState, test_pipeline: beam.Pipeline | None = None) -> None:
+def run(cfg: BuildConfig, region: Region, stamp: RunStamp, storage, state: BuildState, test_pipeline: beam.Pipeline | None = None):
+    """Build the pipeline, run it and wait; returns Beam's PipelineResult (with DataflowRunner's
+    `--dry_run=True`, `result.job` is the job it built and did not submit, and there is no wait)."""
     from apache_beam.options.pipeline_options import PipelineOptions
 
-    p = test_pipeline or beam.Pipeline(options=PipelineOptions(cfg.runner.pipeline_args()))
+    from corebuild.errors import ConfigError, one_line
+
+    try:
+        p = test_pipeline or beam.Pipeline(options=PipelineOptions(cfg.runner.pipeline_args()))
+    except ValueError as exc:  # Beam's option validation (a bad bucket name, a missing --project): one line
+        if "validations errors" not in str(exc):
+            raise
+        raise ConfigError(one_line("Beam options after --: " + " ".join(str(exc).split()))) from None
     build_pipeline(p, cfg, region, stamp, storage, state)
     result = p.run()
     result.wait_until_finish()
+    return result

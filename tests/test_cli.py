@@ -95,3 +95,55 @@ def test_retry_failed_flag_and_the_command_it_prints():
     cmd = retry_command(["build", "--region", "x", "--aerial-url", "https://h/{z}/{x}/{y}?key=SECRET123", "--", "--project=p"])
     assert cmd.endswith("--retry-failed -- --project=p") and "SECRET123" not in cmd
     assert retry_command(["build", "--region", "x", "--retry-failed"]).count("--retry-failed") == 1
+
+
+@pytest.mark.parametrize(
+    "flag", ["--ocr-backend", "--describer", "--segment", "--sam-model", "--labeler", "--street-provider", "--aerial-preset", "--map-preset", "--grounding"]
+)
+def test_every_choice_flag_is_checked_by_argparse_before_any_work(flag, capsys):
+    from corebuild.cli import main
+
+    with pytest.raises(SystemExit) as exc:
+        main(["build", "--region", "demo", flag, "no-such-backend"])  # parsing fails: nothing is started
+    assert exc.value.code == 2 and f"argument {flag}: invalid choice: 'no-such-backend'" in capsys.readouterr().err
+
+
+def test_choice_lists_are_the_registries():
+    from corebuild.cli import parser
+    from corebuild.describe import DESCRIBERS, describer_names
+    from corebuild.ocr import OCR_BACKENDS
+    from corebuild.segment import LABELERS, SEGMENTERS, _register_backends
+
+    _register_backends()  # torch is installed in the test extra: every backend registers
+    build = next(a for a in parser()._subparsers._group_actions[0].choices["build"]._actions if a.dest == "segment")
+    assert set(build.choices) == {"off", *SEGMENTERS} and set(LABELERS) == {"clip"}
+    assert {"template", "openai", "vllm"} <= set(describer_names()) and set(DESCRIBERS) <= set(describer_names())
+    assert {"rapidocr", "easyocr", "off"} == set(OCR_BACKENDS)
+
+
+def test_the_printed_retry_command_and_log_lines_carry_no_credential():
+    """Userinfo, secret query values, Beam options and a traceback quoting them: redacted in the
+    command the CLI prints and in every log line, DEBUG included."""
+    import logging
+
+    from corebuild.cli import RedactSecrets, retry_command
+
+    argv = [
+        "build", "--region", "x", "--llm-url", "https://llm-user:PW-USERINFO-1@h", "--aerial-url", "https://h/{z}/{x}/{y}?key={key}&access_token=TOK-QUERY-2",
+        "--aerial-key-env", "TILE_KEY", "--", "--some_token=BEAM-EQ-3", "--s3_session_token", "BEAM-SPACED-4", "--project=p",
+    ]
+    cmd = retry_command(argv)
+    assert not [s for s in ("PW-USERINFO-1", "TOK-QUERY-2", "BEAM-EQ-3", "BEAM-SPACED-4") if s in cmd], cmd
+    assert "https://REDACTED@h" in cmd and "key={key}" in cmd and "--aerial-key-env TILE_KEY" in cmd and cmd.endswith("--project=p")
+
+    record = logging.LogRecord("x", logging.DEBUG, __file__, 1, "GET %s sent %s", ("https://u:PW-USERINFO-1@h/?token=TOK-QUERY-2", "Authorization: Basic dXNlcjpQVy0x"), None)
+    try:
+        raise RuntimeError("cannot reach https://u:PW-USERINFO-1@h with --s3_session_token BEAM-SPACED-4")
+    except RuntimeError:
+        import sys
+
+        record.exc_info = sys.exc_info()
+    assert RedactSecrets().filter(record)
+    line = logging.Formatter("%(levelname)s %(message)s").format(record)
+    assert line.startswith("DEBUG GET https://REDACTED@h/?token=REDACTED") and "Traceback" in line
+    assert not [s for s in ("PW-USERINFO-1", "TOK-QUERY-2", "BEAM-SPACED-4", "dXNlcjpQVy0x") if s in line], line

@@ -32,3 +32,74 @@ def test_content_hash_ignores_how_fast_and_hard_providers_are_asked():
     # Image limits decide which rows are kept for good: they stay in the hash, per stage too.
     assert build(http=HttpConfig(max_image_pixels=1000)).content_hash() != base.content_hash()
     assert build(http_by_stage=(("map", HttpConfig(max_image_bytes=1000)),)).content_hash() != base.content_hash()
+
+
+# -- credentials: recorded redacted, used real, never a reason to refuse a resume ------------------
+
+
+def _with_credentials(token: str, password: str, beam: str) -> BuildConfig:
+    from corebuild.describe import DescribeConfig
+    from corebuild.fetch import FetchConfig
+    from corebuild.providers import AerialConfig, StreetViewConfig
+
+    return BuildConfig(
+        "demo",
+        fetch=FetchConfig(
+            streetview=StreetViewConfig(base_url=f"https://sv:{password}@maps.example"),
+            aerial=AerialConfig(url_template=f"https://tiles.example/{{z}}/{{x}}/{{y}}.jpg?key={{key}}&access_token={token}", api_key_env="TILE_KEY"),
+        ),
+        describe=DescribeConfig(backend="openai", base_url=f"https://llm:{password}@llm.example", model="m"),
+        runner=RunnerConfig(extra_args=(f"--s3_session_token={beam}", "--project=p")),
+    )
+
+
+def test_recorded_config_is_redacted_and_the_object_keeps_the_real_values():
+    import json
+
+    cfg = _with_credentials("T0KEN-1", "PASS-1", "BEAM-1")
+    recorded = json.dumps([cfg.to_dict(), cfg.content_dict()])
+    assert not any(v in recorded for v in ("T0KEN-1", "PASS-1", "BEAM-1")), recorded
+    d = cfg.to_dict()
+    assert d["fetch"]["aerial"]["url_template"] == "https://tiles.example/{z}/{x}/{y}.jpg?key={key}&access_token=REDACTED"
+    assert d["fetch"]["streetview"]["base_url"] == "https://REDACTED@maps.example" and d["describe"]["base_url"] == "https://REDACTED@llm.example"
+    assert d["runner"]["extra_args"] == ("--s3_session_token=REDACTED", "--project=p")
+    # what the workers get: the object itself
+    assert "T0KEN-1" in cfg.fetch.aerial.url_template and "PASS-1" in cfg.describe.base_url and cfg.runner.pipeline_args()[-2] == "--s3_session_token=BEAM-1"
+
+
+def test_a_rotated_credential_changes_neither_the_hash_nor_a_resume(tmp_path):
+    from corebuild.resume import start_build
+    from corebuild.storage import open_storage
+
+    old, new = _with_credentials("T0KEN-1", "PASS-1", "BEAM-1"), _with_credentials("T0KEN-2", "PASS-2", "BEAM-2")
+    assert old.content_hash() == new.content_hash() and old.content_dict() == new.content_dict()
+    storage = open_storage(str(tmp_path))
+    first = start_build(storage, "demo", "demo-1", old.content_hash(), old.content_dict(), 100, "v", overwrite=False)
+    again = start_build(storage, "demo", "demo-2", new.content_hash(), new.content_dict(), 100, "v", overwrite=False)
+    assert not first.resumed and again.resumed and again.build_id == "demo-1"
+    assert "T0KEN" not in (tmp_path / "demo" / "_build.json").read_text()
+
+
+def test_a_remote_runner_refuses_credentials_inline_in_a_url():
+    import dataclasses
+
+    import pytest
+
+    from corebuild.build import preflight
+    from corebuild.errors import ConfigError
+    from corebuild.fetch import FetchConfig
+    from corebuild.providers import AerialConfig
+    from corebuild.regions import load_region
+
+    region = load_region("demo", BuildConfig("demo").manifests_dir)
+    dataflow = RunnerConfig(runner="DataflowRunner")
+    cfg = dataclasses.replace(_with_credentials("T0KEN-1", "PASS-1", "BEAM-1"), runner=dataflow)
+    assert cfg.inline_credentials() == ["fetch.streetview.base_url (--streetview-url)", "fetch.aerial.url_template (--aerial-url)", "describe.base_url (--llm-url)"]
+    with pytest.raises(ConfigError) as err:
+        preflight(cfg, region)
+    msg = str(err.value)
+    assert "\n" not in msg and "--aerial-url" in msg and "{key}" in msg and "--secret" in msg and "Secret Manager" in msg
+    assert "T0KEN-1" not in msg and "PASS-1" not in msg
+    # {key} filled on the workers from Secret Manager: fine, as is the same config on the DirectRunner.
+    ok = BuildConfig("demo", fetch=FetchConfig(aerial=AerialConfig(url_template="https://t.example/{z}/{x}/{y}?key={key}", api_key_env="TILE_KEY")), runner=dataflow)
+    assert ok.inline_credentials() == [] and preflight(ok, region)["checked_on"] == "workers"

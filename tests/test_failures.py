@@ -14,11 +14,13 @@ STAGES = ("street", "aerial", "map", "fetch", "evidence", "describe", "qc", "seg
 
 def _reasons_in_code() -> set[str]:
     found = set()
-    pattern = re.compile(r"""["'](?:%s)\.([a-z_]+)["']""" % "|".join(STAGES))
-    stage_f = re.compile(r"""f["']\{(?:stage|self\.stage)\}\.([a-z_]+)["']""")
+    # The first argument of whatever makes a failure: rec.fail(...), StageError(...) and its kinds,
+    # the validators that name their reason.
+    pattern = re.compile(
+        r"""(?:fail|StageError|BadBody|RetryAnswer|json_validator)\(\s*f?["'](?:\{(?:self\.)?stage\}|%s)\.([a-z_]+)["']""" % "|".join(STAGES)
+    )
     for path in list((ROOT / "corebuild").rglob("*.py")) + list((ROOT / "pipelines").rglob("*.py")):
-        text = path.read_text()
-        found |= set(pattern.findall(text)) | set(stage_f.findall(text))
+        found |= set(pattern.findall(path.read_text()))
     return found
 
 

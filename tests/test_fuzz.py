@@ -396,7 +396,7 @@ def no_build(monkeypatch):
     import corebuild.build
 
     monkeypatch.setattr(corebuild.build, "run_build", _fake_run_build)
-    monkeypatch.chdir(ROOT)  # prompts/ is found relative to the working directory
+    monkeypatch.chdir(ROOT)  # relative paths in the fuzzed flags mean the checkout (prompts are package data)
 
 
 def _event(text: str) -> None:

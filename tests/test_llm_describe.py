@@ -30,6 +30,12 @@ class FakeLLM:
         self.requests.append(body)
         model = body["model"]
         self.hits[model] = self.hits.get(model, 0) + 1
+        if model == "echo-auth":  # a proxy quoting the request back in its error: the credentials in every form
+            auth = request.headers.get("Authorization", "")
+            self.auth = auth
+            plain = base64.b64decode(auth.partition(" ")[2]).decode() if auth.startswith("Basic ") else auth
+            message = f"credentials {plain} are not valid (Authorization: {auth}) for {request.url}"
+            return web.json_response({"error": {"message": message, "type": "AuthenticationError", "code": 400}}, status=400)
         user = body["messages"][1]["content"]
         text = user[0]["text"]
         if "<description>" in text:  # the self-review request
@@ -380,3 +386,30 @@ def test_the_language_is_judged_on_the_prose_not_the_signs_it_lists(prompts_dir)
     assert not answer(english, notices).failed  # the signs' German is theirs, listed in `signs` though unquoted
     assert answer(english, []).failure_reason == "describe.language"
     assert answer(german, []).failure_reason == "describe.language"
+
+
+def test_userinfo_in_the_url_reaches_the_endpoint_and_no_failure_row(llm, prompts_dir):
+    """--llm-url https://user:password@host: aiohttp sends it as Basic auth; an endpoint quoting it
+    back (decoded, as a header, in the URL) leaves no form of it in the row."""
+    from corebuild.write import RunStamp, record_to_row
+
+    password = "PLANTED-llm-userinfo-pw-5"
+    url = llm.url.replace("http://", f"http://llm-user:{password}@")
+    d = load_describer(DescribeConfig(backend="openai", prompt_id="cvg-progressive-v1", prompts_dir=str(prompts_dir), base_url=url, model="echo-auth"))
+    try:
+        [rec] = d.describe([_record()], CTX)
+    finally:
+        d.close()
+    basic = base64.b64encode(f"llm-user:{password}".encode()).decode()
+    assert llm.auth == f"Basic {basic}"  # the real credentials reached the endpoint
+    assert rec.failure_reason == "describe.http_400" and "REDACTED" in rec.error
+    for text in (rec.error, record_to_row(rec, RunStamp("b", "h", "v"))["error"]):
+        assert password not in text and basic not in text, text
+
+
+def test_userinfo_and_a_bearer_token_are_one_too_many(prompts_dir, monkeypatch):
+    monkeypatch.setenv("LLM_TEST_TOKEN", "sk-test-token-123")
+    cfg = DescribeConfig(backend="openai", prompt_id="cvg-progressive-v1", prompts_dir=str(prompts_dir), base_url="http://u:p@127.0.0.1:9", model="m", api_key_env="LLM_TEST_TOKEN")
+    with pytest.raises(ConfigError, match="give one of them") as err:
+        load_describer(cfg)
+    assert "u:p" not in str(err.value)

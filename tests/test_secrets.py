@@ -284,3 +284,21 @@ def test_value_never_in_an_error(sm, monkeypatch, tmp_path):
         text = _full_text(exc) + repr(exc)
         assert PLANTED not in text, text
         assert exc.__cause__ is None
+
+
+def test_every_resolved_value_is_redacted_wherever_it_turns_up(sm, monkeypatch, tmp_path):
+    """Env var, <VAR>_FILE and Secret Manager values are registered with corebuild.redact: a server
+    that echoes the bare key in an error, or a library that logs it, shows REDACTED instead."""
+    from corebuild.redact import redact_text
+
+    (tmp_path / "key").write_text("from-FILE-value-2\n")
+    monkeypatch.setenv(VAR, "from-ENV-value-1")
+    monkeypatch.setenv("OTHER_TEST_VAR_FILE", str(tmp_path / "key"))
+    values = [
+        secrets.resolve_secret(VAR, "x"),
+        secrets.resolve_secret("OTHER_TEST_VAR", "x"),
+        secrets.resolve_secret("THIRD_UNSET_TEST_VAR", "x", secret_name="projects/corebuild-test/secrets/planted"),
+    ]
+    assert values == ["from-ENV-value-1", "from-FILE-value-2", PLANTED]
+    for v in values:
+        assert redact_text(f"the key {v} is invalid") == "the key REDACTED is invalid"

@@ -8,12 +8,11 @@ from __future__ import annotations
 import asyncio
 import json
 import math
-import re
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from email.utils import parsedate_to_datetime
 from typing import Any, Callable, Mapping, Optional, Protocol
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+from urllib.parse import urlencode
 
 import aiohttp
 from aiolimiter import AsyncLimiter
@@ -21,10 +20,10 @@ from PIL import Image
 from tenacity import AsyncRetrying, retry_if_exception_type, retry_if_not_exception_type, stop_after_attempt, wait_exponential_jitter
 
 from ..errors import ConfigError, StageError
+from ..redact import SECRET_PARAMS, redact_text, redact_url  # noqa: F401 (re-exported: the one redaction, corebuild.redact)
 from ..images import DEFAULT_MAX_BYTES, DEFAULT_MAX_PIXELS, ImageLimits, ImageRejected, ImageTooLarge, open_image
 
 RETRYABLE_STATUS = frozenset({429, 500, 502, 503, 504})
-SECRET_PARAMS = frozenset({"key", "signature", "client", "access_token", "token", "apikey", "api_key"})
 _CHUNK = 64 * 1024
 
 
@@ -59,24 +58,6 @@ class HttpConfig:
     @property
     def image_limits(self) -> ImageLimits:
         return ImageLimits(max_pixels=self.max_image_pixels, max_bytes=self.max_image_bytes)
-
-
-def redact_url(url: str) -> str:
-    """The URL with secret query values replaced, safe for messages and logs."""
-    parts = urlsplit(url)
-    query = [(k, "REDACTED" if k.lower() in SECRET_PARAMS else v) for k, v in parse_qsl(parts.query, keep_blank_values=True)]
-    return urlunsplit(parts._replace(query=urlencode(query, safe=",|")))
-
-
-_SECRET_IN_TEXT = re.compile(r"(?i)\b(" + "|".join(sorted(SECRET_PARAMS)) + r")=([^&\s'\"]+)")
-_AUTH_IN_TEXT = re.compile(r"(?i)\b(bearer|oauth)\s+[A-Za-z0-9._~+/|=-]{8,}")
-
-
-def redact_text(text: str) -> str:
-    """Secret query values and Authorization credentials inside free text (an exception message
-    quoting a URL, a library's debug line quoting headers) redacted."""
-    text = _SECRET_IN_TEXT.sub(lambda m: f"{m.group(1)}=REDACTED", text)
-    return _AUTH_IN_TEXT.sub(lambda m: f"{m.group(1)} REDACTED", text)
 
 
 class BadBody(StageError):
@@ -128,7 +109,10 @@ class _WaitRetryAfter:
     `http_get` has already checked against max_retry_wait_s)."""
 
     def __init__(self, cfg: HttpConfig):
-        self.backoff = wait_exponential_jitter(multiplier=cfg.backoff_initial_s, max=cfg.backoff_max_s)
+        try:
+            self.backoff = wait_exponential_jitter(multiplier=cfg.backoff_initial_s, max=cfg.backoff_max_s)
+        except TypeError:  # tenacity < 9.2 (apache-beam[gcp] brings google-genai, which wants < 9.2): same wait, older name
+            self.backoff = wait_exponential_jitter(initial=cfg.backoff_initial_s, max=cfg.backoff_max_s)
 
     def __call__(self, state) -> float:
         wait = self.backoff(state)

@@ -59,7 +59,7 @@ def main(argv: list[str]) -> int:
         return 0
     home = os.environ.get("COREBUILD_HOME")
     if home:
-        os.chdir(home)  # prompts/ and region_manifests/ are read relative to the working directory
+        os.chdir(home)  # relative paths in the flags (e.g. --cache) mean the image's home; prompts and manifests are package data
     os.execv(cmd[0], cmd)
 
 

@@ -20,11 +20,14 @@ from tests.conftest import ROOT
 
 PLANTED = "AIzaPLANTED-dataflow-graph-key-77"
 SECRET_NAME = "projects/fake-proj/secrets/streetview-key"
-BUCKET = "corebuild-test"  # the gcs_emulator fixture's bucket: Beam looks the temp bucket up when options are validated
+BUCKET = "corebuild-test"  # the gcs_emulator fixture's bucket, in case anything looks at it
+# --dry_run=True: with apache-beam[gcp] installed, validating Dataflow options otherwise asks GCS
+# about the temp bucket's soft-delete policy, and first spends ~30 s looking for Google credentials.
 DATAFLOW_ARGS = (
     "--project=fake-proj", "--region=us-central1", f"--temp_location=gs://{BUCKET}/tmp", f"--staging_location=gs://{BUCKET}/staging",
     "--service_account_email=workers@fake-proj.iam.gserviceaccount.com", "--machine_type=n1-standard-4", "--max_num_workers=40",
     "--sdk_container_image=us-docker.pkg.dev/fake-proj/corebuild/cpu:0.1.0", "--experiments=use_runner_v2", "--sdk_location=container",
+    "--dry_run=True",
 )
 ACCELERATOR = b"beam:resources:accelerator:v1"
 
@@ -120,3 +123,13 @@ def test_no_secret_in_what_gets_serialised(monkeypatch, gpu):
     assert not any(PLANTED.encode() in f for f in fns) and PLANTED.encode() not in proto.SerializeToString()
     assert PLANTED not in repr(options.get_all_options())
     assert any(SECRET_NAME.encode() in f for f in fns)  # the secret's name travels; workers read its value
+
+
+def test_beam_options_after_dashes_stay_out_of_the_dofns(monkeypatch):
+    """Options after `--` are the runner's (Beam sends them as job options); a credential among
+    them must not also travel pickled inside every DoFn's config."""
+    planted = "s3-secret-PLANTED-in-beam-options-81"
+    monkeypatch.setattr("tests.pipelines.test_dataflow_graph.DATAFLOW_ARGS", DATAFLOW_ARGS + (f"--s3_secret_access_key={planted}",))
+    _, _, proto = _graph(monkeypatch, gpu=False)
+    fns = _pickled_fns(proto)
+    assert any(b"FetchConfig" in f for f in fns) and not any(planted.encode() in f for f in fns)
