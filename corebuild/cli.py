@@ -92,8 +92,13 @@ def _build(args: argparse.Namespace) -> int:
 
         if not dry_run_requested(args.beam_args):
             raise CorebuildError("--dry-run-job writes the job of a dry run: add the Beam option --dry_run=True after -- (with --runner DataflowRunner)")
+    from .dataflow import DryRunResult
+
     result = run_build(cfg, overwrite=args.overwrite, progress=not args.no_progress, retry_failed=args.retry_failed)
-    if args.dry_run_job and hasattr(result, "described"):
+    if isinstance(result, DryRunResult):
+        if not args.dry_run_job:
+            print(result.summary)
+            return 0
         import json
         from pathlib import Path
 
@@ -101,8 +106,8 @@ def _build(args: argparse.Namespace) -> int:
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps(result.described, indent=1, sort_keys=True) + "\n", encoding="utf-8")
         print(f"{result.summary}; job written to {path}")
-    else:
-        print(result.summary)
+        return 0
+    print(result.summary)
     if result.transient:
         print(f"retry them with: {retry_command(args.argv)}")
     return 0

@@ -161,7 +161,6 @@ class DryRunResult:
     region_id: str
     out_url: str  # where the build would go
     described: dict[str, Any]
-    transient: int = 0  # (a BuildResult's field: a dry run has no failure rows to retry)
 
     @property
     def summary(self) -> str:

@@ -90,6 +90,11 @@ DUPLICATE = "street.duplicate"
 _AS = " as "
 
 
+def imagery_kind(location) -> str:
+    """What two points share when they duplicate each other, as the duplicate row says it."""
+    return "Mapillary sequence" if location.sequence_id else "panorama"
+
+
 def duplicate_of(rec: Record, what: str, shown: str, keeper_id: str) -> Record:
     return rec.fail(DUPLICATE, f"same {what} {shown}{_AS}{keeper_id}")
 
@@ -106,8 +111,7 @@ def keep_first(group: Iterable[Record]) -> list[Record]:
     if len(recs) == 1 or recs[0].location is None:
         return recs
     first = recs[0]
-    what = "Mapillary sequence" if first.location.sequence_id else "panorama"
-    return [first] + [duplicate_of(r, what, first.location.dedupe_key, first.sample_id) for r in recs[1:]]
+    return [first] + [duplicate_of(r, imagery_kind(first.location), first.location.dedupe_key, first.sample_id) for r in recs[1:]]
 
 
 def dedupe(records: Sequence[Record]) -> list[Record]:

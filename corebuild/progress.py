@@ -39,24 +39,22 @@ class UnitProgress:
         self._thread: Optional[threading.Thread] = None
         self.seen: list[tuple[float, int]] = []  # (monotonic time, units done) at each poll
 
-    def done(self) -> int:
-        return sum(1 for n in self.storage.list(f"{self.region_id}/{DONE_DIR}/") if n.endswith(".json"))
-
     def poll(self) -> tuple[int, int]:
         """(units finished, counting each retried unit once rewritten; transient failure rows in
         the finished units). Each marker is read once, a retried unit's until it is rewritten."""
         names = [n for n in self.storage.list(f"{self.region_id}/{DONE_DIR}/") if n.endswith(".json")]
+
+        def awaiting_rewrite(name: str) -> bool:
+            return int(name.rsplit("/u", 1)[-1][:-5]) in self.retry_units and self._markers[name][0] < self.attempt
+
         for n in names:
-            unit = int(n.rsplit("/u", 1)[-1][:-5])
-            seen = self._markers.get(n)
-            if seen is None or (unit in self.retry_units and seen[0] < self.attempt):
+            if n not in self._markers or awaiting_rewrite(n):
                 try:
                     doc = json.loads(self.storage.read(n) or b"{}")
                 except ValueError:
                     doc = {}
                 self._markers[n] = (int(doc.get("attempt", 0)), int(doc.get("failure_classes", {}).get("transient", 0)))
-        stale = sum(1 for n in names if int(n.rsplit("/u", 1)[-1][:-5]) in self.retry_units and self._markers[n][0] < self.attempt)
-        return len(names) - stale, sum(t for _, t in self._markers.values())
+        return len(names) - sum(map(awaiting_rewrite, names)), sum(t for _, t in self._markers.values())
 
     def __enter__(self) -> "UnitProgress":
         if self.enabled:

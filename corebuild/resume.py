@@ -23,7 +23,7 @@ from typing import Any, Callable, Iterable, Optional, Sequence
 
 from .errors import ConfigError
 from .failures import failure_class, selected
-from .fetch import duplicate_of, keeper_named, location_key
+from .fetch import duplicate_of, imagery_kind, keeper_named, location_key
 from .record import Record, StreetLocation
 from .storage import Storage
 
@@ -87,7 +87,7 @@ def claims_of(records: Iterable[Record]) -> list[list[Any]]:
     out = []
     for r in records:
         if r.location is not None:
-            what = "Mapillary sequence" if r.location.sequence_id else "panorama"
+            what = imagery_kind(r.location)
             extra = {"seed": r.seed, "lat": r.lat, "lon": r.lon, "location": dataclasses.asdict(r.location)}
             out.append([location_key(r.location), r.point_index, r.sample_id, what, r.location.dedupe_key, keeper_named(r), extra])
     return out
@@ -107,7 +107,7 @@ def resolve_duplicates(items: Sequence[Record | Claim]) -> list[Record]:
     if isinstance(keeper, Record):
         if keeper.location is None:  # an unlocated record is alone in its group
             return recs
-        what, shown = ("Mapillary sequence" if keeper.location.sequence_id else "panorama"), keeper.location.dedupe_key
+        what, shown = imagery_kind(keeper.location), keeper.location.dedupe_key
     else:
         what, shown = keeper.what, keeper.shown
     out = [r if r is keeper else duplicate_of(r, what, shown, keeper.sample_id) for r in recs]
