@@ -64,7 +64,7 @@ def main() -> int:
         os.sched_setaffinity(server.pid, {os.cpu_count() - 1})
     url = server.stdout.readline().strip()
     try:
-        from corebuild.describe import DescribeConfig, load_describer
+        from corebuild.stages.describe import DescribeConfig, load_describer
 
         d = load_describer(DescribeConfig(backend="openai", prompt_id="cvg-progressive-v1", prompts_dir=str(ROOT / "prompts"), base_url=url, model="bench", concurrency=64))
         ctx = {"b": {"name": "Bench", "country": "ZZ"}}

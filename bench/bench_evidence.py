@@ -37,7 +37,7 @@ def norm(s: str) -> str:
 
 def views(n: int):
     from corebuild.regions import load_region
-    from corebuild.sample import SampleConfig, sample_region
+    from corebuild.stages.sample import SampleConfig, sample_region
     from corebuild.synthetic.render import Camera, clean_signs, encode, render_street
     from corebuild.synthetic.world import World
 
@@ -104,7 +104,7 @@ def main() -> int:
     ap.add_argument("--sam-size", type=int, default=1024, help="SAM encodes 1024x1024 (its fixed input size)")
     args = ap.parse_args()
     from corebuild.errors import ModelUnavailableError
-    from corebuild.ocr import OCR_BACKENDS, OcrConfig, load_ocr
+    from corebuild.stages.ocr import OCR_BACKENDS, OcrConfig, load_ocr
 
     data = views(args.views)
     print(f"{len(data)} synthetic views, {sum(len(t) for _, t in data)} clean signs")

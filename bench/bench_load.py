@@ -3,7 +3,7 @@ memory of the whole process tree and rows/s.
 
 What runs: a generated square synthetic region (`load`: quota N, a 4 x 4 km town at N = 100k,
 sized so the point density -- hence the mix of kept and duplicate rows -- is the same at any N)
-built by `corebuild.build.run_build` -- what `corebuild build` calls -- in a child process: the
+built by `corebuild.running.build.run_build` -- what `corebuild build` calls -- in a child process: the
 launcher (the DirectRunner's runner), its workers (multi_processing) and the synthetic imagery
 server it starts. `--compare N_SMALL` first builds an N_SMALL-point prefix of the same region.
 
@@ -87,12 +87,13 @@ def child(spec: dict) -> int:
     import logging
 
     sys.path.insert(0, str(ROOT))
-    from corebuild.build import run_build
-    from corebuild.config import BuildConfig, RunnerConfig, WriteConfig
-    from corebuild.fetch import FetchConfig
-    from corebuild.ocr import OcrConfig
-    from corebuild.providers import AerialConfig, StreetViewConfig
-    from corebuild.sample import SampleConfig
+    from corebuild.running.build import run_build
+    from corebuild.config import BuildConfig, RunnerConfig
+    from corebuild.stages.write import WriteConfig
+    from corebuild.stages.fetch.fetcher import FetchConfig
+    from corebuild.stages.ocr import OcrConfig
+    from corebuild.stages.fetch import AerialConfig, StreetViewConfig
+    from corebuild.stages.sample import SampleConfig
 
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("corebuild").setLevel(logging.INFO)

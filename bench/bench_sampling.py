@@ -22,9 +22,9 @@ from scipy.spatial import cKDTree  # noqa: E402
 from shapely.geometry import Point  # noqa: E402
 
 from corebuild.geo import equal_area  # noqa: E402
-from corebuild.landmask import is_land, land_mask  # noqa: E402
+from corebuild.regions.landmask import is_land, land_mask  # noqa: E402
 from corebuild.regions import load_all  # noqa: E402
-from corebuild.sample import SampleConfig, sample_region  # noqa: E402
+from corebuild.stages.sample import SampleConfig, sample_region  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -63,7 +63,7 @@ def cold_mask_seconds() -> float:
     import tempfile
 
     with tempfile.TemporaryDirectory() as d:
-        code = "import time; t=time.perf_counter(); from corebuild.landmask import land_mask; land_mask(); print(time.perf_counter()-t)"
+        code = "import time; t=time.perf_counter(); from corebuild.regions.landmask import land_mask; land_mask(); print(time.perf_counter()-t)"
         out = subprocess.run([sys.executable, "-c", code], env={**os.environ, "COREBUILD_CACHE_DIR": d}, capture_output=True, text=True, check=True)
         return float(out.stdout.strip())
 

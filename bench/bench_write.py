@@ -14,7 +14,7 @@ the raw disk in the same run (prints; asserts nothing about speed).
   the shard size: each run is a child process so its peak RSS is its own, at two shard sizes and
   at half the rows.
 - Where the writer's time goes: ShardWriter._flush_rows, _finish_shard, _store and os.fsync in
-  corebuild.storage, timed in the child.
+  corebuild.shards.storage, timed in the child.
 Target: ShardWriter >= 0.5x the raw disk.
 Usage: python bench/bench_write.py [--rows 2000] [--shard-mb 64 256] [--dir DIR] [--repeat 2]
 """
@@ -50,13 +50,13 @@ def make_rows(n: int) -> list[dict[str, Any]]:
     import shapely
     from shapely.geometry import Point
 
-    from corebuild.write import FIELDS
+    from corebuild.shards.schema import COLUMNS
 
     rng = np.random.default_rng(0)
     rows = []
     for i in range(n):
         lat, lon = -33.9 + i * 1e-4, 18.4
-        row: dict[str, Any] = {name: None for name, _, _ in FIELDS}
+        row: dict[str, Any] = {c.name: None for c in COLUMNS}
         row.update(
             sample_id=f"bench-s0-{i:07d}", region_id="bench", seed=0, point_index=i, lat=lat, lon=lon, geometry=shapely.to_wkb(Point(lon, lat)),
             status="kept", street_provider="synthetic", pano_id=f"p{i}", street_lat=lat, street_lon=lon, capture_date="2024-05", street_distance_m=3.0,
@@ -76,9 +76,10 @@ def child(rows_n: int, shard_mb: int, where: str) -> dict[str, Any]:
     """One ShardWriter run in this (fresh) process: seconds, bytes, peak RSS, stage times."""
     import pyarrow as pa
 
-    from corebuild import storage as storage_mod
-    from corebuild.storage import LocalStorage
-    from corebuild.write import ShardWriter, shard_schema
+    from corebuild.shards import storage as storage_mod
+    from corebuild.shards.storage import LocalStorage
+    from corebuild.shards.schema import shard_schema
+    from corebuild.shards.writer import ShardWriter
 
     pool = make_rows(POOL)
     for j in range(0, POOL, 32):  # warm Arrow first (its pool's first ~75 MB come once per process), so growth is the writer's
@@ -98,7 +99,7 @@ def child(rows_n: int, shard_mb: int, where: str) -> dict[str, Any]:
     ShardWriter._flush_rows = timed("flush_rows", ShardWriter._flush_rows)  # Arrow table + encode + native writes to the spool file
     ShardWriter._finish_shard = timed("finish_shard", ShardWriter._finish_shard)  # footer + waiting for the previous shard's store
     ShardWriter._store = timed("store", ShardWriter._store)  # background thread: sha256 read-back + write_file
-    storage_mod.os.fsync = timed("fsync", os.fsync)  # type: ignore[attr-defined]  # only corebuild.storage calls os.fsync here
+    storage_mod.os.fsync = timed("fsync", os.fsync)  # type: ignore[attr-defined]  # only corebuild.shards.storage calls os.fsync here
 
     rss0 = rss_mb()
     w = ShardWriter(LocalStorage(where), "part", target_bytes=shard_mb * 1024 * 1024)

@@ -9,91 +9,58 @@ import math
 import os
 import sys
 
-from .errors import CorebuildError
+from corebuild.errors import CorebuildError
 
 
-def _build(args: argparse.Namespace) -> int:
-    from .build import run_build
-    from .config import BuildConfig, RunnerConfig, WriteConfig
-    from .ocr import OcrConfig
-    from .providers import AerialConfig, StreetViewConfig
-    from .providers.localfolder import LocalFolderConfig
-    from .providers.mapillary import MapillaryConfig
-    from .fetch import FetchConfig
-    from .describe import DescribeConfig
-    from .sample import SampleConfig
-    from .secrets import parse_resource_name
-    from .segment import SegmentConfig
+MODEL_PROMPT = "cvg-progressive-v1"  # the prompt set of the model describers, where --prompt is not given
+
+
+def build_config(args: argparse.Namespace):
+    """The BuildConfig of a `build` command line. Its flags are generated from the config fields
+    (corebuild.options: default, help, choices); what several flags decide together is here."""
+    from corebuild.config import BuildConfig, RunnerConfig
+    from corebuild.options import from_args
+    from corebuild.stages.describe import DescribeConfig
 
     _check_numbers(args)
     workers = max(1, args.workers)
-    # Each worker runs its own OCR sessions: share the cores instead of oversubscribing them.
-    ocr_threads = args.ocr_threads if args.ocr_threads is not None else (max(1, (os.cpu_count() or 1) // workers) if workers > 1 else 0)
-    street = StreetViewConfig(base_url=args.streetview_url) if args.streetview_url else StreetViewConfig()
-    aerial = AerialConfig(url_template=args.aerial_url or "", api_key_env=args.aerial_key_env)
     http, http_by_stage = _http_configs(args)
-    mapillary = MapillaryConfig(base_url=args.mapillary_url) if args.mapillary_url else MapillaryConfig()
-    local = LocalFolderConfig(root=args.local_folder or "")
-    secret_names = []
-    for item in args.secret:
+    secret_names = _secret_names(args.secret)
+    return from_args(BuildConfig, args, {
+        # Each worker runs its own OCR sessions: share the cores instead of oversubscribing them.
+        "ocr.threads": args.ocr_threads if args.ocr_threads is not None else (max(1, (os.cpu_count() or 1) // workers) if workers > 1 else 0),
+        "describe.prompt_id": args.prompt or (DescribeConfig.prompt_id if args.describer == "template" else MODEL_PROMPT),
+        "describe.api_key_secret": dict(secret_names).get(args.llm_key_env or "", ""),
+        "fetch.http": http,
+        "fetch.http_by_stage": http_by_stage,
+        "fetch.secret_names": secret_names,
+        "runner.direct_num_workers": workers,
+        "runner.direct_running_mode": "multi_processing" if workers > 1 else RunnerConfig.direct_running_mode,
+        "runner.extra_args": tuple(args.beam_args),
+    })
+
+
+def _secret_names(items: list[str]) -> tuple[tuple[str, str], ...]:
+    """--secret ENV=projects/<project>/secrets/<name>[/versions/<v>], each checked here."""
+    from corebuild.secrets import parse_resource_name
+
+    names = []
+    for item in items:
         env, sep, name = item.partition("=")
         if not sep or not env or not name.startswith("projects/"):
             raise CorebuildError(f"--secret wants ENV_NAME=projects/<project>/secrets/<name>[/versions/<v>], got {item.split('=', 1)[0]!r}=...")
         parse_resource_name(name, f"--secret {env!r}", "--secret")  # malformed names fail here, not on the workers
-        secret_names.append((env, name))
-    cfg = BuildConfig(
-        region_id=args.region,
-        output_dir=args.output,
-        manifests_dir=args.manifests,
-        sample=SampleConfig(seed=args.seed, min_spacing_m=args.min_spacing, limit=args.limit),
-        fetch=FetchConfig(
-            streetview=street,
-            aerial=aerial,
-            http=http,
-            http_by_stage=http_by_stage,
-            mapillary=mapillary,
-            local=local,
-            cache_url=args.cache,
-            secret_names=tuple(secret_names),
-        ),
-        street_provider=args.street_provider,
-        aerial_preset=args.aerial_preset,
-        map_preset=args.map_preset,
-        ocr=OcrConfig(threads=ocr_threads, backend=args.ocr_backend, easyocr_model_dir=args.easyocr_dir or ""),
-        segment=SegmentConfig(
-            prompts_dir=args.prompts,
-            backend=args.segment,
-            model_type=args.sam_model,
-            checkpoint=args.sam_checkpoint or os.environ.get("COREBUILD_SAM_CHECKPOINT", ""),
-            labeler=args.labeler,
-            clip_checkpoint=args.clip_checkpoint or os.environ.get("COREBUILD_CLIP_CHECKPOINT", ""),
-        ),
-        describe=DescribeConfig(
-            backend=args.describer,
-            prompt_id=args.prompt or ("template-v1" if args.describer == "template" else "cvg-progressive-v1"),
-            prompts_dir=args.prompts,
-            base_url=args.llm_url or "",
-            model=args.llm_model or "",
-            api_key_env=args.llm_key_env,
-            api_key_secret=dict(secret_names).get(args.llm_key_env or "", ""),
-            grounding=args.grounding,
-            self_review=args.self_review,
-        ),
-        write=WriteConfig(unit_points=args.unit_points, shard_bytes=int(args.shard_mb * 1024 * 1024)),
-        runner=RunnerConfig(
-            runner=args.runner,
-            direct_num_workers=workers,
-            direct_running_mode="multi_processing" if workers > 1 else "in_memory",
-            extra_args=tuple(args.beam_args),
-        ),
-    )
-    if args.dry_run_job:
-        from .dataflow import dry_run_requested
+        names.append((env, name))
+    return tuple(names)
 
-        if not dry_run_requested(args.beam_args):
-            raise CorebuildError("--dry-run-job writes the job of a dry run: add the Beam option --dry_run=True after -- (with --runner DataflowRunner)")
-    from .dataflow import DryRunResult
 
+def _build(args: argparse.Namespace) -> int:
+    from corebuild.running.build import run_build
+    from corebuild.running.dataflow import DryRunResult, dry_run_requested
+
+    cfg = build_config(args)
+    if args.dry_run_job and not dry_run_requested(args.beam_args):
+        raise CorebuildError("--dry-run-job writes the job of a dry run: add the Beam option --dry_run=True after -- (with --runner DataflowRunner)")
     result = run_build(cfg, overwrite=args.overwrite, progress=not args.no_progress, retry_failed=args.retry_failed)
     if isinstance(result, DryRunResult):
         if not args.dry_run_job:
@@ -118,7 +85,7 @@ def retry_command(argv: list[str]) -> str:
     summary; credentials in it are redacted."""
     import shlex
 
-    from .redact import redact_text
+    from corebuild.redact import redact_text
 
     argv = list(argv)
     if not any(a == "--retry-failed" or a.startswith("--retry-failed=") for a in argv[: argv.index("--") if "--" in argv else len(argv)]):
@@ -128,7 +95,7 @@ def retry_command(argv: list[str]) -> str:
 
 def _retry_choice(text: str) -> str:
     """`--retry-failed` value: every item a known failure kind, a reason of one, or a class."""
-    from .failures import KINDS, PERMANENT, TRANSIENT, kind_of
+    from corebuild.failures import KINDS, PERMANENT, TRANSIENT, kind_of
 
     bad = [p for p in (x.strip() for x in text.split(",")) if p and p not in (TRANSIENT, PERMANENT) and kind_of(p) not in KINDS]
     if bad or not text.strip():
@@ -159,8 +126,9 @@ def _http_configs(args: argparse.Namespace):
     one wins over it whatever the order. Defaults stay HttpConfig's."""
     from dataclasses import replace
 
-    from .fetch import FETCH_STAGES
-    from .providers import HttpConfig
+    from corebuild.options import from_args
+    from corebuild.stages.fetch.fetcher import FETCH_STAGES
+    from corebuild.stages.fetch import HttpConfig
 
     fields: dict[str, dict[str, float]] = {}  # stage ("" = every stage) -> HttpConfig field -> value
     for flag, name, items, parse, least in (
@@ -179,21 +147,21 @@ def _http_configs(args: argparse.Namespace):
                 want = "an integer >= 1" if parse is int else "a finite number of seconds >= 0"
                 raise CorebuildError(f"{flag} must be {want}, got {item!r}")
             fields.setdefault(stage, {})[name] = value
-    base = HttpConfig(rate_per_s=args.rate, concurrency=args.concurrency, **fields.pop("", {}))
+    base = from_args(HttpConfig, args, fields.pop("", {}))  # --rate, --concurrency and a bare value
     return base, tuple((stage, replace(base, **f)) for stage, f in sorted(fields.items()))
 
 
 def _serve(args: argparse.Namespace) -> int:
-    from .regions import load_region
-    from .synthetic.server import serve_forever
-    from .synthetic.world import World
+    from corebuild.regions import load_region
+    from corebuild.synthetic.server import serve_forever
+    from corebuild.synthetic.world import World
 
     region = load_region(args.region, args.manifests)
     if region.imagery != "synthetic":
         raise CorebuildError(f"region {region.id!r} has no synthetic world (its manifest says imagery={region.imagery!r})")
     faults = None
     if args.fault_rate:
-        from .synthetic.faults import FaultConfig
+        from corebuild.synthetic.faults import FaultConfig
 
         kinds = tuple(k for k in (args.fault_kinds or "").split(",") if k)
         try:
@@ -207,11 +175,11 @@ def _serve(args: argparse.Namespace) -> int:
 def _regions(args: argparse.Namespace) -> int:
     from collections import defaultdict
 
-    from .regions import load_all
+    from corebuild.regions import load_all
 
     if args.regions_command == "generate":
-        from .assets import locate
-        from .regions_gen import write_manifests
+        from corebuild.assets import locate
+        from corebuild.regions.generate import write_manifests
 
         out = locate(args.manifests)  # by default the packaged directory (in a checkout: the repository's)
         paths = write_manifests(out)
@@ -245,7 +213,7 @@ def _regions(args: argparse.Namespace) -> int:
 
 
 def _models(args: argparse.Namespace) -> int:
-    from .models import check_models, default_easyocr_dir, format_table
+    from corebuild.running.models import check_models, default_easyocr_dir, format_table
 
     rows = check_models(
         args.manifests,
@@ -259,8 +227,8 @@ def _models(args: argparse.Namespace) -> int:
 
 
 def _stats(args: argparse.Namespace) -> int:
-    from .stats import build_texts, format_stats, text_stats
-    from .storage import open_storage
+    from corebuild.dataset.stats import build_texts, format_stats, text_stats
+    from corebuild.shards.storage import open_storage
 
     output, _, region = args.build.rstrip("/").rpartition("/")
     texts = build_texts(open_storage(output or "."), region)
@@ -273,8 +241,8 @@ def _stats(args: argparse.Namespace) -> int:
 def _audit(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from .audit import render_csv, render_html, sample_rows
-    from .storage import open_storage
+    from corebuild.dataset.audit import render_csv, render_html, sample_rows
+    from corebuild.shards.storage import open_storage
 
     output, _, region = args.build.rstrip("/").rpartition("/")
     rows = sample_rows(open_storage(output or "."), region, args.fraction, args.seed, args.include_failed)
@@ -295,7 +263,7 @@ class RedactSecrets(logging.Filter):
     (corebuild.redact.redact_text), at every level, DEBUG included."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        from .redact import redact_text
+        from corebuild.redact import redact_text
 
         try:
             msg = record.getMessage()
@@ -313,43 +281,22 @@ class RedactSecrets(logging.Filter):
         return True
 
 
-def add_data_flags(p: argparse.ArgumentParser, prompts: bool = False) -> None:
-    """--manifests (and --prompts): a directory, by default the data packaged with corebuild,
-    whatever the working directory (configs record it by the name given here)."""
-    from .assets import MANIFESTS, PROMPTS
+def _data_flags(p: argparse.ArgumentParser, prompts: bool = False) -> None:
+    from corebuild.config import add_data_flags  # the config imports every stage: only when a parser is built
 
-    p.add_argument("--manifests", default=MANIFESTS, metavar="DIR", help=f"region manifests directory (default {MANIFESTS}: the packaged ones)")
-    if prompts:
-        p.add_argument("--prompts", default=PROMPTS, metavar="DIR", help=f"prompt sets directory, segment vocabulary included (default {PROMPTS}: the packaged ones)")
+    add_data_flags(p, prompts)
 
 
-def parser() -> argparse.ArgumentParser:
-    # Choice flags are checked against the registries here, before any server or worker starts
-    # (names only: no backend, model or torch is imported).
-    from .describe import DescribeConfig, describer_names
-    from .ocr import OCR_BACKENDS, OcrConfig
-    from .providers import AERIAL_PRESETS, STREET_PROVIDERS
-    from .segment import LABELER_MODULES, SAM_CHECKPOINTS, SEGMENTER_MODULES, SegmentConfig
-
-    p = argparse.ArgumentParser(prog="corebuild", description=__doc__)
-    p.add_argument(
-        "--log-level",
-        default=os.environ.get("COREBUILD_LOG_LEVEL", "INFO"),
-        choices=["DEBUG", "INFO", "WARNING", "ERROR"],
-        help="corebuild's log level (default INFO, or $COREBUILD_LOG_LEVEL); DEBUG also turns on the libraries' debug logs",
-    )
-    sub = p.add_subparsers(dest="command", required=True)
+def _build_parser(sub) -> None:
+    from corebuild.config import BuildConfig
+    from corebuild.options import add_flags
+    from corebuild.stages.fetch.http import HttpConfig
 
     b = sub.add_parser("build", help="build one region's shards")
-    b.add_argument("--region", required=True, help="region id (a file in --manifests)")
-    b.add_argument("--output", default="build", help="output root; the build goes to <output>/<region>/")
-    add_data_flags(b, prompts=True)
-    b.add_argument("--seed", type=int, default=0)
-    b.add_argument("--limit", type=int, default=None, help="only the first N sampled points")
-    b.add_argument("--min-spacing", type=float, default=25.0, help="metres between sampled points")
-    b.add_argument("--workers", type=int, default=1, help="DirectRunner worker processes")
-    b.add_argument("--unit-points", type=int, default=100, help="points per work unit: the grain of resume and the most rows per shard")
-    b.add_argument("--shard-mb", type=float, default=256.0, help="roll over to a new shard past this size")
+    # Every config field with a flag: its default and help from the field, its choices from the
+    # stage's registry, checked here before any server or worker starts (names only: no backend,
+    # model or torch is imported).
+    add_flags(b, BuildConfig)
     b.add_argument("--overwrite", action="store_true", help="replace a build of another config in the output (default: resume one of this config)")
     b.add_argument("--no-progress", action="store_true", help="no progress bar / progress log lines")
     b.add_argument(
@@ -362,57 +309,58 @@ def parser() -> argparse.ArgumentParser:
         help="re-attempt a finished build's transient failure rows in place (or only these comma-separated reasons or kinds, "
         "e.g. street.over_query_limit,aerial.http_503,http_5xx)",
     )
-    b.add_argument("--ocr-threads", type=int, default=None, help="ONNX threads per worker (default: cores / workers)")
-    b.add_argument("--ocr-backend", default=OcrConfig.backend, choices=sorted(OCR_BACKENDS), help="rapidocr (offline default), easyocr, or off (no OCR: empty evidence, recorded as such)")
-    b.add_argument("--easyocr-dir", default=None, help="easyocr weights directory")
-    b.add_argument("--segment", default=SegmentConfig.backend, choices=["off", *SEGMENTER_MODULES], help="segmentation backend: off (default) or sam")
-    b.add_argument("--sam-model", default=SegmentConfig.model_type, choices=sorted(SAM_CHECKPOINTS), help="SAM model type")
-    b.add_argument("--sam-checkpoint", default=None, help="SAM weights file (default $COREBUILD_SAM_CHECKPOINT)")
-    b.add_argument("--labeler", default=SegmentConfig.labeler, choices=["off", *LABELER_MODULES], help="mask labels: off (default) or clip")
-    b.add_argument("--clip-checkpoint", default=None, help="open_clip weights file (default $COREBUILD_CLIP_CHECKPOINT)")
-    b.add_argument("--describer", default=DescribeConfig.backend, choices=describer_names(), help="template (offline default), openai (any OpenAI-compatible endpoint, e.g. vllm serve) or vllm (in-process on GPU workers)")
-    b.add_argument("--prompt", default=None, help="prompt set id in --prompts (default: template-v1 or cvg-progressive-v1)")
-    b.add_argument("--llm-url", default=None, help="base URL of the /v1/chat/completions server")
-    b.add_argument("--llm-model", default=None, help="model name to request")
-    b.add_argument("--llm-key-env", default=None, help="env var holding the endpoint's bearer token, if it needs one")
-    b.add_argument("--grounding", default="fail", choices=["fail", "remove", "off"], help="sign text the model invents: fail the row (default) or remove it")
-    b.add_argument("--self-review", action="store_true", help="model backends: a second pass where the model checks its description against the images")
-    b.add_argument("--runner", default="DirectRunner")
-    b.add_argument("--streetview-url", default=None, help="Street View API base URL (default: Google's)")
-    b.add_argument("--aerial-url", default=None, help="XYZ tile URL template, e.g. https://host/{z}/{x}/{y}.png")
-    b.add_argument("--aerial-key-env", default=None, help="env var holding the key for {key} in --aerial-url")
-    b.add_argument("--street-provider", default=None, choices=sorted(STREET_PROVIDERS), help="google_streetview (default), mapillary or local; overrides the manifest")
-    b.add_argument("--aerial-preset", default=None, choices=sorted(AERIAL_PRESETS), help="a named aerial source (see README); overrides the manifest")
-    b.add_argument("--map-preset", default=None, choices=sorted(AERIAL_PRESETS), help="add a map-tile modality, e.g. osm")
-    b.add_argument("--mapillary-url", default=None, help="Mapillary Graph API base URL (default: graph.mapillary.com)")
-    b.add_argument("--local-folder", default=None, help="folder of geotagged JPEGs for --street-provider local")
-    b.add_argument("--cache", default=None, help="response cache (directory or gs://bucket/prefix): reruns do not refetch")
     b.add_argument(
         "--secret", action="append", default=[], metavar="ENV=projects/P/secrets/NAME",
         help="read the key named by env var ENV from Secret Manager on the workers (Dataflow); repeatable",
     )
-    b.add_argument("--rate", type=float, default=0.0, help="requests/s per provider per worker, any positive number (0.2: one every 5 s; 0: unlimited)")
     b.add_argument(
         "--retry-attempts", action="append", default=[], metavar="[STAGE=]N",
-        help="attempts per request, the first included; STAGE: street, aerial or map (bare: every stage); repeatable (default: fetch.http.attempts)",
+        help="attempts per request, the first included; STAGE: street, aerial or map (bare: every stage); repeatable "
+        f"(default: fetch.http.attempts, {HttpConfig.attempts})",
     )
     b.add_argument(
         "--max-retry-wait", action="append", default=[], metavar="[STAGE=]SECONDS",
         help="the longest Retry-After honoured; a longer one fails the record as transient (see --retry-failed); "
-        "STAGE as for --retry-attempts; repeatable (default: fetch.http.max_retry_wait_s)",
+        f"STAGE as for --retry-attempts; repeatable (default: fetch.http.max_retry_wait_s, {HttpConfig.max_retry_wait_s:g})",
     )
-    b.add_argument("--concurrency", type=int, default=16, help="HTTP requests in flight per worker")
     b.add_argument("beam_args", nargs="*", help="extra Beam pipeline options after --")
     b.set_defaults(func=_build)
 
+
+def _synthetic_parser(sub) -> None:
+    s = sub.add_parser("synthetic", help="the synthetic imagery world")
+    ssub = s.add_subparsers(dest="synthetic_command", required=True)
+    serve = ssub.add_parser("serve", help="serve a region's synthetic world (Street View, XYZ, Mapillary and OpenAI chat wire formats)")
+    serve.add_argument("--region", default="demo")
+    _data_flags(serve)
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=0)
+    serve.add_argument("--fault-rate", type=float, default=0.0, help="share of requests that misbehave (429, 5xx, timeouts, resets, cut bodies, placeholder tiles, malformed LLM JSON)")
+    serve.add_argument("--fault-seed", type=int, default=0)
+    serve.add_argument("--fault-kinds", default=None, help="comma-separated subset of the fault kinds (default: all)")
+    serve.add_argument("--fault-persistent", action="store_true", help="faulty requests fail on every attempt (default: the first one or two)")
+    serve.set_defaults(func=_serve)
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="corebuild", description=__doc__)
+    p.add_argument(
+        "--log-level",
+        default=os.environ.get("COREBUILD_LOG_LEVEL", "INFO"),
+        choices=["DEBUG", "INFO", "WARNING", "ERROR"],
+        help="corebuild's log level (default INFO, or $COREBUILD_LOG_LEVEL); DEBUG also turns on the libraries' debug logs",
+    )
+    sub = p.add_subparsers(dest="command", required=True)
+    _build_parser(sub)
+
     rg = sub.add_parser("regions", help="region manifests: generate, list, check")
     rg.add_argument("regions_command", choices=["generate", "list", "check"])
-    add_data_flags(rg)
+    _data_flags(rg)
     rg.set_defaults(func=_regions)
 
     m = sub.add_parser("models", help="which model backends can run here")
     m.add_argument("models_command", choices=["check"])
-    add_data_flags(m, prompts=True)
+    _data_flags(m, prompts=True)
     m.add_argument("--easyocr-dir", default=None, help="easyocr weights (default $COREBUILD_EASYOCR_DIR or ~/.EasyOCR/model)")
     m.add_argument("--sam-checkpoint", default=None, help="SAM weights (default $COREBUILD_SAM_CHECKPOINT)")
     m.add_argument("--clip-checkpoint", default=None, help="open_clip weights (default $COREBUILD_CLIP_CHECKPOINT)")
@@ -432,26 +380,14 @@ def parser() -> argparse.ArgumentParser:
 
     # Subcommands whose module owns its arguments (imported when the command runs).
     for name, module, help_ in (
-        ("splits", "splits", "train/val/test assignments without geographic leakage (spatial blocks, min distance, continents)"),
-        ("inspect", "report", "static HTML report of a build: gallery, coverage maps, failure reasons, text statistics"),
-        ("estimate", "estimate", "requests, bytes, CPU/GPU hours and cost of building regions, with every assumption printed"),
+        ("splits", "corebuild.dataset.splits", "train/val/test assignments without geographic leakage (spatial blocks, min distance, continents)"),
+        ("inspect", "corebuild.dataset.report", "static HTML report of a build: gallery, coverage maps, failure reasons, text statistics"),
+        ("estimate", "corebuild.dataset.estimate", "requests, bytes, CPU/GPU hours and cost of building regions, with every assumption printed"),
     ):
         sp = sub.add_parser(name, help=help_)
-        importlib.import_module(f".{module}", __package__).add_arguments(sp)
-        sp.set_defaults(func=lambda args, module=module: importlib.import_module(f".{module}", __package__).main(args))
-
-    s = sub.add_parser("synthetic", help="the synthetic imagery world")
-    ssub = s.add_subparsers(dest="synthetic_command", required=True)
-    serve = ssub.add_parser("serve", help="serve a region's synthetic world (Street View, XYZ, Mapillary and OpenAI chat wire formats)")
-    serve.add_argument("--region", default="demo")
-    add_data_flags(serve)
-    serve.add_argument("--host", default="127.0.0.1")
-    serve.add_argument("--port", type=int, default=0)
-    serve.add_argument("--fault-rate", type=float, default=0.0, help="share of requests that misbehave (429, 5xx, timeouts, resets, cut bodies, placeholder tiles, malformed LLM JSON)")
-    serve.add_argument("--fault-seed", type=int, default=0)
-    serve.add_argument("--fault-kinds", default=None, help="comma-separated subset of the fault kinds (default: all)")
-    serve.add_argument("--fault-persistent", action="store_true", help="faulty requests fail on every attempt (default: the first one or two)")
-    serve.set_defaults(func=_serve)
+        importlib.import_module(module).add_arguments(sp)
+        sp.set_defaults(func=lambda args, module=module: importlib.import_module(module).main(args))
+    _synthetic_parser(sub)
     return p
 
 
@@ -469,7 +405,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args.func(args)
     except CorebuildError as exc:
-        from .redact import redact_text
+        from corebuild.redact import redact_text
 
         print(f"error: {redact_text(str(exc))}", file=sys.stderr)
         return 2

@@ -2,36 +2,30 @@
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import hashlib
 import json
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
-from .assets import MANIFESTS
-from .describe import DescribeConfig
-from .fetch import FetchConfig
-from .ocr import OcrConfig
-from .redact import inline_credential_fields, redact_beam_args, redact_urls_in
-from .prompts import load_prompt
-from .segment import SegmentConfig
-from .sample import SampleConfig
-
-
-@dataclass(frozen=True)
-class WriteConfig:
-    codec: str = "zstd"
-    row_group_rows: int = 32  # rows carry ~0.3 MB of images: ~10 MB row groups
-    shard_bytes: int = 256 * 1024 * 1024  # roll over to a new shard past this size
-    # Points per work unit: the grain of resume and of parallelism, and the most rows one shard
-    # holds (~0.1-0.3 MB a row: 10-30 MB shards; raise it for fewer, bigger files).
-    unit_points: int = 100
+import corebuild.stages.fetch as fetch_stage
+from corebuild.assets import MANIFESTS
+from corebuild.options import add_flags, flag_paths, hashed_dict, option, registry_names
+from corebuild.stages.describe import DescribeConfig
+from corebuild.stages.fetch.fetcher import FetchConfig
+from corebuild.stages.ocr import OcrConfig
+from corebuild.redact import inline_credential_fields, redact_beam_args, redact_urls_in
+from corebuild.stages.describe.prompts import load_prompt
+from corebuild.stages.segment import SegmentConfig
+from corebuild.stages.sample import SampleConfig
+from corebuild.stages.write import WriteConfig
 
 
 @dataclass(frozen=True)
 class RunnerConfig:
-    runner: str = "DirectRunner"
-    direct_num_workers: int = 1
+    runner: str = option("DirectRunner", flag="--runner", help="Beam runner")
+    direct_num_workers: int = option(1, flag="--workers", help="DirectRunner worker processes")
     direct_running_mode: str = "in_memory"  # or multi_processing (one process per worker)
     batch_size: int = 8  # records per fetch/OCR/describe batch
     extra_args: tuple[str, ...] = ()  # passed through to Beam's PipelineOptions
@@ -53,46 +47,31 @@ class RunnerConfig:
         return args + list(self.extra_args)
 
 
-# How fast and how hard providers are asked changes no row that a rerun with
-# --retry-failed cannot fix (it turns transient failures into kept rows), so a rerun may change
-# it and still resume: lower --rate after quota trouble, raise --max-retry-wait. Image limits stay.
-_HTTP_PACING = ("concurrency", "rate_per_s", "timeout_s", "attempts", "backoff_initial_s", "backoff_max_s", "max_retry_wait_s")
-
-
-def _drop_http_pacing(fetch: dict[str, Any]) -> None:
-    for http in (fetch["http"], *(h for _, h in fetch["http_by_stage"])):
-        for key in _HTTP_PACING:
-            http.pop(key)
-    fetch["http_by_stage"] = [[stage, h] for stage, h in fetch["http_by_stage"] if h != fetch["http"]]
-
-
-_URL_FLAGS = {
-    "fetch.streetview.base_url": "--streetview-url",
-    "fetch.aerial.url_template": "--aerial-url",
-    "fetch.mapillary.base_url": "--mapillary-url",
-    "fetch.cache_url": "--cache",
-    "describe.base_url": "--llm-url",
-}
-
-
 @dataclass(frozen=True)
 class BuildConfig:
-    region_id: str
-    output_dir: str = "build"
-    manifests_dir: str = MANIFESTS  # a directory, or the packaged manifests (corebuild.assets)
+    # hashed=False: what changes no row (where the rows go, how they run). See content_dict.
+    region_id: str = option(flag="--region", help="region id (a file in --manifests)")
+    output_dir: str = option("build", flag="--output", hashed=False, help="output root; the build goes to <output>/<region>/")
+    # A directory, or the packaged manifests (corebuild.assets).
+    manifests_dir: str = option(MANIFESTS, flag="--manifests", hashed=False, metavar="DIR", help="region manifests directory, or the packaged ones")
     imagery: str = "providers"  # "synthetic" when the region's world is served on loopback
     # Choices made on the command line; None lets the region manifest's `providers` (or the
-    # default) decide. Resolved into `fetch` when the build starts (corebuild.build).
-    street_provider: Optional[str] = None
-    aerial_preset: Optional[str] = None
-    map_preset: Optional[str] = None
+    # default) decide. Resolved into `fetch` when the build starts (corebuild.running.build).
+    street_provider: Optional[str] = option(
+        None, flag="--street-provider", choices=lambda: registry_names(fetch_stage.STREET_PROVIDERS),
+        unset=lambda: f"the manifest's, else {FetchConfig.street_provider}", help="street-level imagery provider; overrides the manifest",
+    )
+    aerial_preset: Optional[str] = option(
+        None, flag="--aerial-preset", choices=lambda: registry_names(fetch_stage.AERIAL_PRESETS), help="a named aerial source (see README); overrides the manifest"
+    )
+    map_preset: Optional[str] = option(None, flag="--map-preset", choices=lambda: registry_names(fetch_stage.AERIAL_PRESETS), help="add a map-tile modality, e.g. osm")
     sample: SampleConfig = field(default_factory=SampleConfig)
     fetch: FetchConfig = field(default_factory=FetchConfig)
     ocr: OcrConfig = field(default_factory=OcrConfig)
     segment: SegmentConfig = field(default_factory=SegmentConfig)
     describe: DescribeConfig = field(default_factory=DescribeConfig)
     write: WriteConfig = field(default_factory=WriteConfig)
-    runner: RunnerConfig = field(default_factory=RunnerConfig)
+    runner: RunnerConfig = option(default_factory=RunnerConfig, hashed=False)
 
     def to_dict(self) -> dict[str, Any]:
         """The config as recorded (manifest.json; via content_dict, _build.json and the hash):
@@ -109,7 +88,8 @@ class BuildConfig:
         job with the DoFns. Beam's own options (runner.extra_args) are Beam's channel: not here."""
         d = dataclasses.asdict(self)
         d.pop("runner")
-        return [f"{path} ({_URL_FLAGS[path]})" if path in _URL_FLAGS else path for path in inline_credential_fields(d)]
+        flags = flag_paths(BuildConfig)
+        return [f"{path} ({flags[path]})" if path in flags else path for path in inline_credential_fields(d)]
 
     def content_hash(self) -> str:
         blob = json.dumps(self.content_dict(), sort_keys=True, default=str).encode()
@@ -118,21 +98,16 @@ class BuildConfig:
     def content_dict(self) -> dict[str, Any]:
         """What determines the rows: not where they go, how they run, or (for the synthetic
         world) which loopback port served them. JSON-safe."""
-        d = self.to_dict()
-        for k in ("output_dir", "runner", "manifests_dir"):
-            d.pop(k)
-        d["fetch"].pop("cache_url")  # a cache changes speed, not rows
-        _drop_http_pacing(d["fetch"])
-        d["fetch"].pop("secret_names")  # where keys come from changes no row
-        d["describe"].pop("api_key_secret")
-        # Where the prompt set (and the segment vocabulary) is read from changes no row; what it
-        # says does, so the hash of its bytes (the one every row records) replaces the directory:
-        # a checkout and an installed wheel agree, and a prompt edited between two runs stops a
-        # resume, which the directory never did.
-        d["describe"]["prompt_hash"] = load_prompt(d["describe"].pop("prompts_dir"), self.describe.prompt_id).hash
-        vocabulary_dir = d["segment"].pop("prompts_dir")
+        d = redact_urls_in(hashed_dict(self))  # the fields marked hashed=False left out
+        # A stage's HTTP settings differ from the shared ones only in pacing (not hashed): one.
+        d["fetch"]["http_by_stage"] = [[stage, h] for stage, h in d["fetch"]["http_by_stage"] if h != d["fetch"]["http"]]
+        # Where the prompt set (and the segment vocabulary) is read from changes no row (the
+        # prompts_dir fields are not hashed); what it says does, so the hash of its bytes (the one
+        # every row records) stands in: a checkout and an installed wheel agree, and a prompt
+        # edited between two runs stops a resume, which the directory never did.
+        d["describe"]["prompt_hash"] = load_prompt(self.describe.prompts_dir, self.describe.prompt_id).hash
         if self.segment.backend != "off":
-            d["segment"]["vocabulary_hash"] = load_prompt(vocabulary_dir, self.segment.vocabulary).hash
+            d["segment"]["vocabulary_hash"] = load_prompt(self.segment.prompts_dir, self.segment.vocabulary).hash
         if self.imagery == "synthetic":
             f = d["fetch"]
             f["streetview"]["base_url"] = f["mapillary"]["base_url"] = "synthetic"
@@ -140,3 +115,10 @@ class BuildConfig:
             if f["map"]:
                 f["map"]["url_template"] = "synthetic"
         return json.loads(json.dumps(d, default=str))
+
+
+def add_data_flags(p: argparse.ArgumentParser, prompts: bool = False) -> None:
+    """--manifests (and --prompts): a directory, by default the data packaged with corebuild,
+    whatever the working directory (configs record it by the name given here). The build's own
+    flags, so the other commands share their default and help (corebuild.options)."""
+    add_flags(p, BuildConfig, only=("--manifests", "--prompts") if prompts else ("--manifests",))

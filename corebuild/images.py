@@ -8,7 +8,7 @@ guard flags (its `DecompressionBombWarning` is raised as an error here, locally:
 the image loaded, so truncated or corrupt data fails here too, not later in a consumer.
 
 Callers turn `ImageTooLarge` / `ImageCorrupt` into their own failure reasons
-(`corebuild.providers.http.decode_image`: `<stage>.image_too_large` / `<stage>.bad_image`).
+(`corebuild.stages.fetch.http.decode_image`: `<stage>.image_too_large` / `<stage>.bad_image`).
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from typing import BinaryIO, Iterator, Literal, Union
 
 from PIL import Image
 
-from .errors import ConfigError
+from corebuild.errors import ConfigError
 
 # Street View images are 640x640 (0.4 MP), tiles 256-512 px, Mapillary thumbnails at most 2048 px
 # wide; camera originals (Mapillary's thumb_original_url, a local folder of photos) run to ~20-60

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
-from typing import Optional
+from typing import Optional, Sequence
 
 STATUS_PENDING = "pending"
 STATUS_KEPT = "kept"
@@ -61,6 +61,21 @@ class StreetCapture:
     views: tuple[StreetView, ...]
     copyright: Optional[str] = None
     sequence_id: Optional[str] = None
+
+    @classmethod
+    def of(cls, loc: StreetLocation, views: Sequence[StreetView]) -> "StreetCapture":
+        """The images of `loc`, with what its provider said about it (camera position, date,
+        distance, copyright, sequence): how every street provider's `capture` ends."""
+        return cls(
+            provider=loc.provider, pano_id=loc.image_id, lat=loc.lat, lon=loc.lon, capture_date=loc.capture_date, distance_m=loc.distance_m,
+            views=tuple(views), copyright=loc.copyright, sequence_id=loc.sequence_id,
+        )
+
+    @classmethod
+    def of_photo(cls, loc: StreetLocation, image: bytes, width: int, height: int, image_format: str, fov: float) -> "StreetCapture":
+        """One level photo of `loc`, facing the heading the provider gave (north when unknown)."""
+        heading = loc.heading if loc.heading is not None else 0.0
+        return cls.of(loc, (StreetView(heading, fov, 0.0, width, height, image, image_format),))
 
 
 @dataclass(frozen=True)

@@ -32,8 +32,8 @@ import threading
 from pathlib import Path
 from typing import Any, Callable, Optional
 
-from .errors import ConfigError
-from .redact import register_secret
+from corebuild.errors import ConfigError
+from corebuild.redact import register_secret
 
 GCP_SECRETS_HINT = "Google Secret Manager secrets need google-cloud-secret-manager: pip install 'corebuild[gcp]'"
 ACCESSOR_ROLE = "roles/secretmanager.secretAccessor"

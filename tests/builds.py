@@ -15,9 +15,9 @@ import shapely
 from PIL import Image, ImageDraw
 from shapely.geometry import Point
 
-from corebuild.manifest import count_shards
-from corebuild.storage import open_storage
-from corebuild.write import FIELDS, shard_schema
+from corebuild.shards.manifest import count_shards
+from corebuild.shards.storage import open_storage
+from corebuild.shards.schema import COLUMNS, shard_schema
 
 FAILURES = ("street.zero_results", "street.duplicate")
 
@@ -39,7 +39,7 @@ def fake_rows(region_id: str, lat0: float, lon0: float, n: int, spread_m: float 
         dy, dx = rng.uniform(-spread_m, spread_m, 2)
         lat = lat0 + dy / 111320
         lon = lon0 + dx / (111320 * math.cos(math.radians(lat0)))
-        row = {name: None for name, _, _ in FIELDS}
+        row = {c.name: None for c in COLUMNS}
         row.update(
             sample_id=f"{region_id}-s{seed}-{i}", region_id=region_id, seed=seed, point_index=i, lat=lat, lon=lon,
             geometry=shapely.to_wkb(Point(lon, lat)), build_id=f"{region_id}-test", config_hash="0" * 16, code_version="test",

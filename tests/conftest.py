@@ -72,7 +72,7 @@ def tiny_server(tiny_world):
 
 @pytest.fixture()
 def synthetic_key(monkeypatch):
-    from corebuild.build import SYNTHETIC_KEY_ENV
+    from corebuild.running.build import SYNTHETIC_KEY_ENV
 
     monkeypatch.setenv(SYNTHETIC_KEY_ENV, "test-key-0123456789abcdef")
     return "test-key-0123456789abcdef"

@@ -6,7 +6,7 @@ import sys
 
 import pytest
 
-from .conftest import ROOT
+from tests.conftest import ROOT
 
 
 def _cli(*args, cwd=ROOT, timeout=300):
@@ -50,8 +50,8 @@ def _build_args(*flags):
 
 def test_retry_flags_set_every_stage_or_one():
     from corebuild.cli import _check_numbers, _http_configs
-    from corebuild.fetch import FetchConfig
-    from corebuild.providers.http import HttpConfig
+    from corebuild.stages.fetch.fetcher import FetchConfig
+    from corebuild.stages.fetch.http import HttpConfig
 
     args = _build_args("--retry-attempts", "street=1", "--retry-attempts", "6", "--max-retry-wait", "map=300", "--rate", "0.2")
     _check_numbers(args)  # 0.2/s is a rate like any other
@@ -110,14 +110,13 @@ def test_every_choice_flag_is_checked_by_argparse_before_any_work(flag, capsys):
 
 def test_choice_lists_are_the_registries():
     from corebuild.cli import parser
-    from corebuild.describe import DESCRIBERS, describer_names
-    from corebuild.ocr import OCR_BACKENDS
-    from corebuild.segment import LABELERS, SEGMENTERS, _register_backends
+    from corebuild.stages.describe import DESCRIBERS
+    from corebuild.stages.ocr import OCR_BACKENDS
+    from corebuild.stages.segment import LABELERS, SEGMENTERS
 
-    _register_backends()  # torch is installed in the test extra: every backend registers
     build = next(a for a in parser()._subparsers._group_actions[0].choices["build"]._actions if a.dest == "segment")
     assert set(build.choices) == {"off", *SEGMENTERS} and set(LABELERS) == {"clip"}
-    assert {"template", "openai", "vllm"} <= set(describer_names()) and set(DESCRIBERS) <= set(describer_names())
+    assert {"template", "openai", "vllm"} == set(DESCRIBERS)
     assert {"rapidocr", "easyocr", "off"} == set(OCR_BACKENDS)
 
 
@@ -147,3 +146,134 @@ def test_the_printed_retry_command_and_log_lines_carry_no_credential():
     line = logging.Formatter("%(levelname)s %(message)s").format(record)
     assert line.startswith("DEBUG GET https://REDACTED@h/?token=REDACTED") and "Traceback" in line
     assert not [s for s in ("PW-USERINFO-1", "TOK-QUERY-2", "BEAM-SPACED-4", "dXNlcjpQVy0x") if s in line], line
+
+
+# -- the build flags are generated from the config fields (corebuild.options): one source ----------
+
+# Every `corebuild build` flag (scripts, the Makefile, docker/flex and the README use them): a flag
+# that stops being generated, or is renamed, fails here.
+BUILD_FLAGS = {
+    "--region", "--output", "--manifests", "--prompts", "--seed", "--limit", "--min-spacing", "--workers", "--unit-points", "--shard-mb",
+    "--ocr-threads", "--ocr-backend", "--easyocr-dir", "--segment", "--sam-model", "--sam-checkpoint", "--labeler", "--clip-checkpoint",
+    "--describer", "--prompt", "--llm-url", "--llm-model", "--llm-key-env", "--grounding", "--self-review", "--runner", "--streetview-url",
+    "--aerial-url", "--aerial-key-env", "--street-provider", "--aerial-preset", "--map-preset", "--mapillary-url", "--local-folder",
+    "--cache", "--rate", "--concurrency",
+}
+# The flags that set no one config field (hand-written in cli._build_parser; none has a default value).
+HAND_WRITTEN = {"-h", "--help", "--overwrite", "--no-progress", "--dry-run-job", "--retry-failed", "--secret", "--retry-attempts", "--max-retry-wait"}
+
+
+def _build_actions():
+    from corebuild.cli import parser
+
+    sub = next(a for a in parser()._actions if isinstance(a, __import__("argparse")._SubParsersAction))
+    build = sub.choices["build"]
+    return build, {s: a for a in build._actions for s in a.option_strings}
+
+
+def _at(cfg, path: str):
+    import functools
+
+    return functools.reduce(getattr, path.split("."), cfg)
+
+
+def test_every_build_flag_is_generated_from_a_config_field_or_is_one_of_the_few_others():
+    from corebuild.config import BuildConfig
+    from corebuild.options import flag_paths
+
+    _, actions = _build_actions()
+    generated = set(flag_paths(BuildConfig).values())
+    assert generated == BUILD_FLAGS
+    assert set(actions) == generated | HAND_WRITTEN
+
+
+def test_every_generated_flag_defaults_to_its_field_and_the_help_shows_it(monkeypatch):
+    """No default written twice: the flag's default is the dataclass field's (in the flag's units),
+    --help prints it, and a command line with no flag builds exactly the default BuildConfig."""
+    import dataclasses
+    import re
+
+    from corebuild.cli import build_config
+    from corebuild.config import BuildConfig
+    from corebuild.options import flagged
+
+    monkeypatch.delenv("COREBUILD_SAM_CHECKPOINT", raising=False)
+    monkeypatch.delenv("COREBUILD_CLIP_CHECKPOINT", raising=False)
+    build, actions = _build_actions()
+    shown = re.sub(r"\s+", " ", build.format_help())
+    for x in flagged(BuildConfig):
+        action, field_default = actions[x.option.flag], x.field.default
+        if x.option.unset is not None:
+            assert action.default is None and f"(default: {x.option.unset_text()})" in " ".join(action.help.split()), x.path
+            continue
+        if field_default is dataclasses.MISSING:  # --region
+            assert action.default is None and action.required, x.path
+            continue
+        value = field_default / x.option.scale if x.option.scale else field_default
+        assert action.default == value, x.path
+        if value is not None and value != "" and x.type is not bool:
+            assert (f"(default: {value:g})" if isinstance(value, float) else f"(default: {value})") in shown, x.path
+    assert "(default: 256)" in shown and "(default: 25)" in shown and "(default: rapidocr)" in shown  # --shard-mb, --min-spacing, --ocr-backend
+    args = build.parse_args(["--region", "demo"])
+    assert build_config(args) == BuildConfig("demo")  # the unset flags (ocr threads, prompt) too, with one worker
+    # and no hand-written flag has a default value of its own to drift from a field's
+    assert all(a.default in (None, False, [], "==SUPPRESS==") for s, a in actions.items() if s in HAND_WRITTEN), [(s, a.default) for s, a in actions.items() if s in HAND_WRITTEN]
+
+
+def test_every_generated_flag_reaches_its_field():
+    """Each flag's value lands in the field it was generated from (through the unit of --shard-mb;
+    --prompts sets both prompt directories)."""
+    from corebuild.cli import build_config
+    from corebuild.config import BuildConfig
+    from corebuild.options import flagged
+
+    build, actions = _build_actions()
+    argv, want = ["--region", "r-region"], {}
+    for x in flagged(BuildConfig):
+        flag, choices = x.option.flag, actions[x.option.flag].choices
+        if flag == "--region":
+            value, expected = "r-region", "r-region"
+        elif x.type is bool:
+            argv.append(flag)
+            want[x.path] = True
+            continue
+        elif choices:
+            value = expected = list(choices)[-1]
+        elif x.option.scale:
+            value, expected = 3.5, int(3.5 * x.option.scale)
+        else:
+            value = expected = {int: 7, float: 2.5}.get(x.type, f"v{flag}")
+        if flag not in argv:
+            argv += [flag, str(value)]
+        want[x.path] = expected
+    cfg = build_config(build.parse_args(argv))
+    assert {path: _at(cfg, path) for path in want} == want
+
+
+def test_choice_flags_take_their_choices_from_the_stage_registries():
+    from corebuild.config import BuildConfig
+    from corebuild.options import flagged
+    from corebuild.stages.describe import DESCRIBERS
+    from corebuild.stages.fetch import AERIAL_PRESETS, STREET_PROVIDERS
+    from corebuild.stages.ocr import OCR_BACKENDS
+    from corebuild.stages.segment import LABELERS, SEGMENTERS
+
+    _, actions = _build_actions()
+    with_choices = {x.option.flag: x.option.choice_list() for x in flagged(BuildConfig) if x.option.choices is not None}
+    assert {f: list(actions[f].choices) for f in with_choices} == with_choices
+    registries = {
+        "--ocr-backend": OCR_BACKENDS, "--describer": DESCRIBERS, "--segment": SEGMENTERS, "--labeler": LABELERS,
+        "--street-provider": STREET_PROVIDERS, "--aerial-preset": AERIAL_PRESETS, "--map-preset": AERIAL_PRESETS,
+    }
+    for flag, registry in registries.items():
+        assert set(actions[flag].choices) - {"off"} == set(registry) - {"off"}, flag
+    # a backend registered is a choice at once, with no CLI edit
+    OCR_BACKENDS["fake-ocr"] = "corebuild.stages.ocr:load_off"
+    DESCRIBERS["fake-describer"] = "corebuild.stages.describe.template:TemplateDescriber"
+    try:
+        build, actions = _build_actions()
+        assert "fake-ocr" in actions["--ocr-backend"].choices and "fake-describer" in actions["--describer"].choices
+        args = build.parse_args(["--region", "demo", "--ocr-backend", "fake-ocr", "--describer", "fake-describer"])
+        assert (args.ocr_backend, args.describer) == ("fake-ocr", "fake-describer")
+    finally:
+        del OCR_BACKENDS["fake-ocr"], DESCRIBERS["fake-describer"]

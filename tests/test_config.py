@@ -1,6 +1,6 @@
-from corebuild.build import with_synthetic_endpoints
+from corebuild.running.build import with_synthetic_endpoints
 from corebuild.config import BuildConfig, RunnerConfig
-from corebuild.sample import SampleConfig
+from corebuild.stages.sample import SampleConfig
 
 
 def test_content_hash_ignores_paths_runner_and_synthetic_port():
@@ -20,8 +20,8 @@ def test_pipeline_args():
 def test_content_hash_ignores_how_fast_and_hard_providers_are_asked():
     import dataclasses
 
-    from corebuild.fetch import FetchConfig
-    from corebuild.providers.http import HttpConfig
+    from corebuild.stages.fetch.fetcher import FetchConfig
+    from corebuild.stages.fetch.http import HttpConfig
 
     def build(**fetch):
         return BuildConfig("demo", fetch=FetchConfig(**fetch))
@@ -38,9 +38,9 @@ def test_content_hash_ignores_how_fast_and_hard_providers_are_asked():
 
 
 def _with_credentials(token: str, password: str, beam: str) -> BuildConfig:
-    from corebuild.describe import DescribeConfig
-    from corebuild.fetch import FetchConfig
-    from corebuild.providers import AerialConfig, StreetViewConfig
+    from corebuild.stages.describe import DescribeConfig
+    from corebuild.stages.fetch.fetcher import FetchConfig
+    from corebuild.stages.fetch import AerialConfig, StreetViewConfig
 
     return BuildConfig(
         "demo",
@@ -68,8 +68,8 @@ def test_recorded_config_is_redacted_and_the_object_keeps_the_real_values():
 
 
 def test_a_rotated_credential_changes_neither_the_hash_nor_a_resume(tmp_path):
-    from corebuild.resume import start_build
-    from corebuild.storage import open_storage
+    from corebuild.running.resume import start_build
+    from corebuild.shards.storage import open_storage
 
     old, new = _with_credentials("T0KEN-1", "PASS-1", "BEAM-1"), _with_credentials("T0KEN-2", "PASS-2", "BEAM-2")
     assert old.content_hash() == new.content_hash() and old.content_dict() == new.content_dict()
@@ -85,10 +85,10 @@ def test_a_remote_runner_refuses_credentials_inline_in_a_url():
 
     import pytest
 
-    from corebuild.build import preflight
+    from corebuild.running.build import preflight
     from corebuild.errors import ConfigError
-    from corebuild.fetch import FetchConfig
-    from corebuild.providers import AerialConfig
+    from corebuild.stages.fetch.fetcher import FetchConfig
+    from corebuild.stages.fetch import AerialConfig
     from corebuild.regions import load_region
 
     region = load_region("demo", BuildConfig("demo").manifests_dir)
@@ -103,3 +103,51 @@ def test_a_remote_runner_refuses_credentials_inline_in_a_url():
     # {key} filled on the workers from Secret Manager: fine, as is the same config on the DirectRunner.
     ok = BuildConfig("demo", fetch=FetchConfig(aerial=AerialConfig(url_template="https://t.example/{z}/{x}/{y}?key={key}", api_key_env="TILE_KEY")), runner=dataflow)
     assert ok.inline_credentials() == [] and preflight(ok, region)["checked_on"] == "workers"
+
+
+# -- what enters the config hash is the fields' own metadata (corebuild.options, hashed=False) -----
+
+
+def _leaves(cls, prefix=""):
+    from corebuild.options import walk
+
+    return [x for x in walk(cls, prefix) if x.type in (int, float, str)]
+
+
+def test_the_hash_leaves_out_exactly_the_fields_marked_not_hashed():
+    """Changing a field marked hashed=False keeps the hash (a resume stays a resume); changing any
+    other plain field changes it. The marks sit on the fields, so each stage config says it."""
+    import dataclasses
+
+    def changed(cfg, path: str, value):
+        head, _, rest = path.partition(".")
+        return dataclasses.replace(cfg, **{head: changed(getattr(cfg, head), rest, value) if rest else value})
+
+    base = BuildConfig("demo")
+    skip = {"region_id", "describe.prompt_id", "segment.vocabulary", "describe.prompts_dir", "segment.prompts_dir", "manifests_dir"}  # must name real files
+    for x in _leaves(BuildConfig):
+        if x.path in skip or x.field.default is dataclasses.MISSING:
+            continue
+        value = {int: 7, float: 0.25, str: "x"}[x.type]
+        try:
+            other = changed(base, x.path, value)
+        except Exception:  # a value the field refuses (__post_init__): nothing to hash
+            continue
+        assert (other.content_hash() == base.content_hash()) == (not x.hashed), x.path
+    unhashed = {x.path for x in _leaves(BuildConfig) if not x.hashed}
+    assert {"output_dir", "fetch.cache_url", "fetch.http.rate_per_s", "runner.runner", "describe.api_key_secret"} <= unhashed
+    assert not unhashed & {"sample.seed", "fetch.http.max_image_pixels", "describe.grounding", "write.unit_points"}
+
+
+def test_unhashed_prompt_directories_are_replaced_by_what_the_prompts_say(tmp_path):
+    import shutil
+
+    from corebuild.assets import locate
+    from corebuild.stages.describe import DescribeConfig
+
+    copy = tmp_path / "prompts"
+    shutil.copytree(locate(DescribeConfig().prompts_dir), copy)
+    moved = BuildConfig("demo", describe=DescribeConfig(prompts_dir=str(copy)))
+    assert moved.content_hash() == BuildConfig("demo").content_hash() and "prompts_dir" not in moved.content_dict()["describe"]
+    (copy / "template-v1.json").write_text((copy / "template-v1.json").read_text().replace("}", " }", 1))
+    assert moved.content_hash() != BuildConfig("demo").content_hash()

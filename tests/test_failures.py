@@ -2,13 +2,12 @@
 classes are the ones the issue and the providers' documentation call for."""
 
 import re
-from pathlib import Path
 
 import pytest
 
+from tests.conftest import ROOT
 from corebuild.failures import KINDS, PERMANENT, TRANSIENT, failure_class, kind_of, parse_retry_selection, selected
 
-ROOT = Path(__file__).resolve().parent.parent
 STAGES = ("street", "aerial", "map", "fetch", "evidence", "describe", "qc", "segment")
 
 

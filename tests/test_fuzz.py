@@ -18,10 +18,10 @@ from hypothesis.errors import InvalidArgument
 
 from corebuild import cli
 from corebuild.errors import CorebuildError, ManifestError
-from corebuild.providers import AERIAL_PRESETS, STREET_PROVIDERS
+from corebuild.stages.fetch import AERIAL_PRESETS, STREET_PROVIDERS
 from corebuild.regions import CONTINENTS, IMAGERY_SOURCES, KNOWN_FIELDS, MAX_ABS_LAT, MAX_AREA_KM2, MAX_QUOTA, MIN_AREA_KM2, Region, load_region, parse_region
 
-from .conftest import ROOT, rect_manifest
+from tests.conftest import ROOT, rect_manifest
 
 FUZZ = dict(deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 CLI_FUZZ = dict(FUZZ, suppress_health_check=FUZZ["suppress_health_check"] + [HealthCheck.function_scoped_fixture])
@@ -369,9 +369,9 @@ def _sane_config(cfg) -> None:
 
 def _fake_run_build(cfg, pipeline_factory=None, overwrite=False, progress=True, retry_failed=None):
     """The launcher's cheap checks (manifest, providers, config hash, prompt), then no build."""
-    from corebuild.build import resolve_providers
-    from corebuild.prompts import load_prompt
-    from corebuild.sample import SamplingPlan
+    from corebuild.running.build import resolve_providers
+    from corebuild.stages.describe.prompts import load_prompt
+    from corebuild.stages.sample import SamplingPlan
 
     region = load_region(cfg.region_id, cfg.manifests_dir)
     cfg = resolve_providers(cfg, region)
@@ -393,9 +393,9 @@ def cli_manifests(tmp_path_factory) -> Path:
 
 @pytest.fixture
 def no_build(monkeypatch):
-    import corebuild.build
+    import corebuild.running.build
 
-    monkeypatch.setattr(corebuild.build, "run_build", _fake_run_build)
+    monkeypatch.setattr(corebuild.running.build, "run_build", _fake_run_build)
     monkeypatch.chdir(ROOT)  # relative paths in the fuzzed flags mean the checkout (prompts are package data)
 
 

@@ -9,8 +9,8 @@ from PIL import Image, ImageFile, PngImagePlugin
 
 from corebuild.errors import ConfigError, StageError
 from corebuild.images import DEFAULT_MAX_BYTES, DEFAULT_MAX_PIXELS, ImageCorrupt, ImageLimits, ImageTooLarge, open_image
-from corebuild.providers.http import HttpConfig, decode_image
-from tests.providers.bombs import PILLOW_WARNS, bomb_png, encode, jpeg_claiming, noise_jpeg, noise_png, noise_rgb, truncated
+from corebuild.stages.fetch.http import HttpConfig, decode_image
+from tests.stages.fetch.bombs import PILLOW_WARNS, bomb_png, encode, jpeg_claiming, noise_jpeg, noise_png, noise_rgb, truncated
 
 DEFAULTS = dict(max_pixels=DEFAULT_MAX_PIXELS, max_bytes=DEFAULT_MAX_BYTES)
 

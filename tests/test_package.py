@@ -18,7 +18,7 @@ import pytest
 from corebuild.assets import MANIFESTS, PROMPTS, locate
 from corebuild.config import BuildConfig
 
-from .conftest import ROOT
+from tests.conftest import ROOT
 
 # What `git clean -X` would remove, and the VCS: a build from a fresh clone sees none of it.
 _NOT_SOURCE = shutil.ignore_patterns(".git", ".venv", "build", "*.egg-info", "__pycache__", ".pytest_cache", ".hypothesis", "out")
@@ -88,16 +88,16 @@ def test_an_installed_wheel_builds_from_an_empty_directory(installed, tmp_path):
     assert Path(m["region"]["manifest"]).is_relative_to(site)  # read from the installed package
     assert "+g" not in m["code_version"]  # provenance found no git checkout around the code that ran
     assert m["config"]["manifests_dir"] == MANIFESTS and m["config"]["describe"]["prompts_dir"] == PROMPTS
-    from corebuild.prompts import load_prompt
+    from corebuild.stages.describe.prompts import load_prompt
 
     assert m["models"]["prompt"] == {"id": "template-v1", "hash": load_prompt(ROOT / "prompts", "template-v1").hash}
 
 
 def test_the_config_hash_covers_what_the_prompt_says_not_where_it_is_read_from(tmp_path):
     """The packaged default, a copy elsewhere: one hash. An edited prompt: another, named."""
-    from corebuild.describe import DescribeConfig
-    from corebuild.resume import _config_diff
-    from corebuild.segment import SegmentConfig
+    from corebuild.stages.describe import DescribeConfig
+    from corebuild.running.resume import _config_diff
+    from corebuild.stages.segment import SegmentConfig
 
     copy = tmp_path / "prompts"
     shutil.copytree(ROOT / "prompts", copy)

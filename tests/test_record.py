@@ -2,7 +2,7 @@ import dataclasses
 
 import pytest
 
-from corebuild.record import STATUS_FAILED, STATUS_KEPT, Record, make_sample_id
+from corebuild.record import STATUS_FAILED, STATUS_KEPT, Record, StreetCapture, StreetLocation, StreetView, make_sample_id
 
 
 def _rec(**kw):
@@ -26,3 +26,14 @@ def test_records_are_frozen_and_timed():
     assert r.timings == (("fetch", 0.1235),)
     with pytest.raises(dataclasses.FrozenInstanceError):
         r.status = "x"  # type: ignore[misc]
+
+
+def test_a_street_capture_carries_what_its_location_said():
+    loc = StreetLocation("mapillary", "IMG7", 1.5, 2.5, "2021-07", 12.25, "SEQ1", heading=33.0, sequence_id="SEQ1", copyright="(c) x", image_url="https://cdn/t.jpg")
+    view = StreetView(0.0, 90.0, 0.0, 4, 3, b"jpeg", "jpeg")
+    cap = StreetCapture.of(loc, [view])
+    expected = ("mapillary", "IMG7", 1.5, 2.5, "2021-07", 12.25, (view,), "(c) x", "SEQ1")
+    assert cap == StreetCapture(*expected)
+    photo = StreetCapture.of_photo(loc, b"jpeg", 4, 3, "png", 70.0)
+    assert photo.views == (StreetView(33.0, 70.0, 0.0, 4, 3, b"jpeg", "png"),) and photo.copyright == "(c) x"
+    assert StreetCapture.of_photo(dataclasses.replace(loc, heading=None), b"j", 4, 3, "jpeg", 90.0).views[0].heading == 0.0  # unknown: north

@@ -107,14 +107,14 @@ def test_beam_options_that_carry_credentials_exist_and_are_secret():
 def test_failure_rows_built_from_exception_text_are_redacted():
     """The sources that turn an exception into a row (a batch's internal error, a provider's) and
     the writer's last gate."""
-    from corebuild.fetch import _internal
+    from corebuild.stages.fetch.fetcher import _internal
     from corebuild.record import Record
-    from corebuild.write import RunStamp, record_to_row
-    from pipelines.build_region import _fail_batch
+    from corebuild.shards.schema import RunStamp, record_to_row
+    from corebuild.stages.stage import fail_batch
 
     exc = RuntimeError("cannot reach https://u:PW-1@h/x?access_token=TOK-2 (Authorization: Bearer sk-abcdefgh-3)")
     rec = Record("r-s0-0000000", "r", 0, 0, 0.0, 0.0)
-    rows = _fail_batch([rec], "fetch", exc) + [_internal(rec, "street", exc)]
+    rows = fail_batch([rec], "fetch", exc) + [_internal(rec, "street", exc)]
     raw = rec.fail("describe.http_400", f"the endpoint answered: {exc}")  # a source that forgot: the writer still redacts
     texts = [r.error for r in rows] + [record_to_row(r, RunStamp("b", "h", "v"))["error"] for r in (*rows, raw)]
     for text in texts:

@@ -66,13 +66,13 @@ async def _pool(items, conc: int, fn) -> None:
 def _session(conc: int):
     import aiohttp
 
-    # As corebuild.fetch.Fetcher opens it: one session per worker, the connector bounds concurrency.
+    # As corebuild.stages.fetch.fetcher.Fetcher opens it: one session per worker, the connector bounds concurrency.
     return aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=conc), headers={"User-Agent": "corebuild/0.1 (+dataset builder)"})
 
 
 def worker_raw(base: str, urls: list[str], conc: int) -> dict:
     from corebuild.errors import StageError
-    from corebuild.providers.http import HttpClient, HttpConfig, decode_image
+    from corebuild.stages.fetch.http import HttpClient, HttpConfig, decode_image
 
     reasons: Counter = Counter()
     stats = {"ok": 0, "bytes": 0}
@@ -142,8 +142,8 @@ def worker_plain(base: str, urls: list[str], conc: int) -> dict:
 
 def worker_capture(base: str, n_points: int, conc: int) -> dict:
     from corebuild.errors import StageError
-    from corebuild.providers.http import HttpClient, HttpConfig
-    from corebuild.providers.streetview import GoogleStreetView, StreetViewConfig
+    from corebuild.stages.fetch.http import HttpClient, HttpConfig
+    from corebuild.stages.fetch.streetview import GoogleStreetView, StreetViewConfig
 
     rnd = random.Random(1)
     points = [(48.85 + rnd.uniform(-0.01, 0.01), 2.35 + rnd.uniform(-0.01, 0.01)) for _ in range(n_points)]
@@ -187,8 +187,8 @@ def worker_capture(base: str, n_points: int, conc: int) -> dict:
 
 def worker_tiles(base: str, n_crops: int, conc: int) -> dict:
     from corebuild.errors import StageError
-    from corebuild.providers.aerial import AerialConfig, XYZTiles, plan_crop
-    from corebuild.providers.http import HttpClient, HttpConfig
+    from corebuild.stages.fetch.aerial import AerialConfig, XYZTiles, plan_crop
+    from corebuild.stages.fetch.http import HttpClient, HttpConfig
 
     rnd = random.Random(2)
     points = [(48.8566 + rnd.uniform(-0.001, 0.001), 2.3522 + rnd.uniform(-0.0015, 0.0015)) for _ in range(n_crops)]

@@ -1,7 +1,7 @@
 """GPU throughput of the `vllm` describer: images/s and output tokens/s on a 7B-class VLM.
 
 Needs a GPU machine with vllm installed and the model's weights on local disk (nothing is
-downloaded). It drives the same `VllmDescribeHandler` the pipeline uses, on synthetic street
+downloaded). It drives the same `VllmDescriber` the pipeline's describe stage uses, on synthetic street
 views, and prints the `vllm bench throughput` command to compare against on the same model.
 Usage: python bench/gpu_describe/run.py --model /models/Qwen2.5-VL-7B-Instruct [--n 256] [--batch 64]
 """
@@ -26,18 +26,18 @@ def main() -> int:
     ap.add_argument("--batch", type=int, default=64)
     args = ap.parse_args()
 
-    from corebuild.describe import DescribeConfig
+    from corebuild.stages.describe import DescribeConfig
     from corebuild.errors import ModelUnavailableError
     from corebuild.record import OcrText, Record, StreetCapture, StreetView
     from corebuild.synthetic.render import Camera, encode, render_street
     from corebuild.synthetic.world import World
-    from corebuild.vllm_describe import VllmDescribeHandler
+    from corebuild.stages.describe.vllm_describe import VllmDescriber
 
-    cfg = DescribeConfig(backend="vllm", prompt_id="cvg-progressive-v1", prompts_dir=str(ROOT / "prompts"), model=args.model)
-    handler = VllmDescribeHandler(cfg, {"bench": {"name": "Demo town", "country": "CH"}}, max_batch_size=args.batch)
+    cfg = DescribeConfig(backend="vllm", prompt_id="cvg-progressive-v1", prompts_dir=str(ROOT / "corebuild" / "assets" / "prompts"), model=args.model)
+    context = {"bench": {"name": "Demo town", "country": "CH"}}
     try:
         t_load = time.perf_counter()
-        llm = handler.load_model()
+        describer = VllmDescriber(cfg)
         load_s = time.perf_counter() - t_load
     except ModelUnavailableError as exc:
         print(f"cannot run here: {exc}", file=sys.stderr)
@@ -56,7 +56,7 @@ def main() -> int:
     t0 = time.perf_counter()
     results = []
     for start in range(0, len(records), args.batch):
-        results += [r.inference for r in handler.run_inference(records[start : start + args.batch], llm)]
+        results += describer.describe(records[start : start + args.batch], context)
     wall = time.perf_counter() - t0
     ok = [r for r in results if not r.failed]
     out_tokens = sum(r.description.completion_tokens or 0 for r in ok)

@@ -22,8 +22,8 @@ from typing import Optional
 from aiohttp import web
 from PIL import Image
 
-from ..providers.http import SECRET_PARAMS
-from .render import encode
+from corebuild.redact import SECRET_PARAMS
+from corebuild.synthetic.render import encode
 
 # What a faulty answer can be, per kind of route. `truncated`: the connection drops mid-body
 # (Content-Length promised more); `corrupt`: a complete 200 whose body is cut short, so it does

@@ -10,7 +10,7 @@
 - `GET /mapillary/thumb/{image_id}.jpg`: the thumbnail (1024x768, fov 90, facing the
   computed compass angle), 404 for unknown ids.
 
-`corebuild.providers.mapillary.Mapillary` talks to it with base_url `<server>/mapillary`.
+`corebuild.stages.fetch.mapillary.Mapillary` talks to it with base_url `<server>/mapillary`.
 """
 
 from __future__ import annotations
@@ -23,8 +23,8 @@ import shapely
 from aiohttp import web
 from shapely.geometry import Point, Polygon
 
-from .render import Camera, encode, render_street
-from .world import PANO_STEP_M, Pano, Road, World
+from corebuild.synthetic.render import Camera, encode, render_street
+from corebuild.synthetic.world import PANO_STEP_M, Pano, Road, World
 
 THUMB_SIZE = (1024, 768)
 THUMB_FOV = 90.0

@@ -14,11 +14,13 @@ from typing import TYPE_CHECKING
 
 import mercantile
 import numpy as np
-from PIL import Image, ImageDraw, ImageFont
+from PIL import Image, ImageDraw
 from shapely.geometry import LineString, Point, Polygon, box
 
+from corebuild.synthetic.signs import sign_texture
+
 if TYPE_CHECKING:
-    from .world import Building, Sign, World
+    from corebuild.synthetic.world import Building, Sign, World
 
 SKY_TOP = (110, 160, 225)
 SKY_HORIZON = (205, 222, 240)
@@ -36,22 +38,6 @@ NEAR_M = 0.5
 
 
 @lru_cache(maxsize=4)
-def _font(size: int) -> ImageFont.FreeTypeFont:
-    # Pillow's bundled scalable font: identical on every machine, no system fonts needed.
-    return ImageFont.load_default(size=size)
-
-
-@lru_cache(maxsize=512)
-def sign_texture(text: str, background: tuple, foreground: tuple) -> Image.Image:
-    font = _font(64)
-    left, top, right, bottom = font.getbbox(text, stroke_width=2)
-    pad = 18
-    img = Image.new("RGB", (right - left + 2 * pad, 64 + 2 * pad), background)
-    # A light stroke makes the bundled regular face read like the bold faces of shop signs.
-    ImageDraw.Draw(img).text((pad - left, pad + (64 - (bottom - top)) // 2 - top), text, font=font, fill=foreground, stroke_width=2, stroke_fill=foreground)
-    return img
-
-
 @dataclass(frozen=True)
 class Camera:
     x: float

@@ -12,7 +12,7 @@
 With a `FaultConfig` (`corebuild synthetic serve --fault-rate 0.2`) a seeded share of requests
 misbehaves: see `corebuild.synthetic.faults`.
 
-The real clients in `corebuild.providers` talk to it exactly as they talk to the real services.
+The real clients in `corebuild.stages.fetch` talk to it exactly as they talk to the real services.
 """
 
 from __future__ import annotations
@@ -28,12 +28,12 @@ from typing import Optional
 from aiohttp import web
 from PIL import Image, ImageDraw
 
-from .faults import FaultConfig, FaultInjector
-from .llm import add_llm_routes
-from .mapillary import add_mapillary_routes
-from ..aio import RunningServer, serve_app
-from .render import Camera, encode, render_map_tile, render_street, render_tile
-from .world import World
+from corebuild.synthetic.faults import FaultConfig, FaultInjector
+from corebuild.synthetic.llm import add_llm_routes
+from corebuild.synthetic.mapillary import add_mapillary_routes
+from corebuild.aio import RunningServer, serve_app
+from corebuild.synthetic.render import Camera, encode, render_map_tile, render_street, render_tile
+from corebuild.synthetic.world import World
 
 MAX_SIZE = 640
 _LOC_RE = re.compile(r"^\s*(-?\d+(?:\.\d+)?)\s*,\s*(-?\d+(?:\.\d+)?)\s*$")

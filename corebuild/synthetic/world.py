@@ -22,7 +22,8 @@ from pyproj import Transformer
 from shapely.geometry import LineString, Point, Polygon, box
 from shapely.strtree import STRtree
 
-from ..geo import equidistant, local_to_webmercator
+from corebuild.geo import equidistant, local_to_webmercator
+from corebuild.synthetic.signs import sign_texture
 
 # Facade colours with plain names; roofs are a darker shade of the same colour, so what a
 # pedestrian sees (a red building) also shows from above.
@@ -147,8 +148,6 @@ def _rng(seed: int, name: str) -> np.random.Generator:
 
 def sign_texture_size(text: str) -> tuple[int, int]:
     """Pixel size of a sign's texture; fixes the sign's physical aspect ratio."""
-    from .render import sign_texture
-
     return sign_texture(text, (255, 255, 255), (0, 0, 0)).size
 
 

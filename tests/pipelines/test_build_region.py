@@ -11,10 +11,10 @@ from PIL import Image
 from shapely.geometry import Point
 import io
 
-from corebuild.build import run_build, with_synthetic_endpoints
+from corebuild.running.build import run_build, with_synthetic_endpoints
 from corebuild.config import BuildConfig
-from corebuild.describe import DescribeConfig
-from corebuild.sample import SampleConfig
+from corebuild.stages.describe import DescribeConfig
+from corebuild.stages.sample import SampleConfig
 
 
 PLANTED_KEY = "AIzaPLANTED-test-key-5c1f"
@@ -22,7 +22,7 @@ PLANTED_KEY = "AIzaPLANTED-test-key-5c1f"
 
 @pytest.fixture(scope="module")
 def built(tiny_server, manifests_dir, prompts_dir, tmp_path_factory):
-    from corebuild.build import SYNTHETIC_KEY_ENV
+    from corebuild.running.build import SYNTHETIC_KEY_ENV
 
     env = pytest.MonkeyPatch()
     env.setenv(SYNTHETIC_KEY_ENV, PLANTED_KEY)
@@ -76,7 +76,7 @@ def test_the_api_key_never_reaches_the_output(built):
 def test_unreachable_provider_gives_failure_rows_and_a_consistent_build(manifests_dir, prompts_dir, tmp_path, synthetic_key):
     import dataclasses
 
-    from corebuild.providers.http import HttpConfig
+    from corebuild.stages.fetch.http import HttpConfig
 
     cfg = BuildConfig(
         region_id="tiny",
@@ -95,7 +95,7 @@ def test_unreachable_provider_gives_failure_rows_and_a_consistent_build(manifest
 def test_a_build_can_write_straight_to_gcs(gcs_emulator, tiny_server, manifests_dir, prompts_dir, synthetic_key):
     import pyarrow as pa
 
-    from corebuild.storage import open_storage
+    from corebuild.shards.storage import open_storage
 
     url = f"gs://{gcs_emulator['bucket']}/builds"
     cfg = BuildConfig(
@@ -117,10 +117,10 @@ def test_a_build_can_write_straight_to_gcs(gcs_emulator, tiny_server, manifests_
 def test_segmentation_runs_in_the_pipeline_and_lands_in_the_shards(tiny_server, manifests_dir, prompts_dir, synthetic_key, tmp_path, monkeypatch):
     """A tiny randomly initialised SAM (the real segment-anything code) registered as a backend,
     labels from a fixed labeler: masks, labels and ids must reach the shards and the manifest."""
-    from corebuild import segment as seg
-    from corebuild.sam import SamSegmenter
-    from corebuild.segment import SegmentConfig
-    from tests.test_sam import KEEP_ALL, tiny_sam
+    from corebuild.stages import segment as seg
+    from corebuild.stages.segment.sam import SamSegmenter
+    from corebuild.stages.segment import SegmentConfig
+    from tests.stages.segment.test_sam import KEEP_ALL, tiny_sam
 
     model = tiny_sam()
     monkeypatch.setitem(seg.SEGMENTERS, "tiny_sam", lambda cfg: SamSegmenter.from_model(model, cfg, KEEP_ALL))
@@ -199,8 +199,8 @@ def test_a_map_preset_fills_the_map_columns(tiny_world, manifests_dir, prompts_d
     import numpy as np
 
     from corebuild.geo import mercator_gsd
-    from corebuild.ocr import OcrConfig
-    from corebuild.providers.aerial import plan_crop
+    from corebuild.stages.ocr import OcrConfig
+    from corebuild.stages.fetch.aerial import plan_crop
     from corebuild.synthetic.render import render_map_tile
 
     cfg = BuildConfig(

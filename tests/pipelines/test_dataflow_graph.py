@@ -8,13 +8,13 @@ import pytest
 from apache_beam.options.pipeline_options import GoogleCloudOptions, PipelineOptions, WorkerOptions
 
 from corebuild.config import BuildConfig, RunnerConfig
-from corebuild.describe import DescribeConfig
-from corebuild.fetch import FetchConfig
+from corebuild.stages.describe import DescribeConfig
+from corebuild.stages.fetch.fetcher import FetchConfig
 from corebuild.regions import load_region
-from corebuild.resume import BuildState
-from corebuild.segment import SegmentConfig
-from corebuild.storage import open_storage
-from corebuild.write import RunStamp
+from corebuild.shards.units import BuildState
+from corebuild.stages.segment import SegmentConfig
+from corebuild.shards.storage import open_storage
+from corebuild.shards.schema import RunStamp
 from pipelines.build_region import build_pipeline
 from tests.conftest import ROOT
 
@@ -80,6 +80,22 @@ def test_a_cpu_only_build_has_no_hints(monkeypatch):
     _, _, proto = _graph(monkeypatch, gpu=False)
     names = {t.unique_name for t in proto.components.transforms.values()}
     assert "Segment" not in names and "Describe" in names and _hinted(proto) == {}
+
+
+def test_the_graph_has_one_shape_for_every_describer(monkeypatch):
+    """vllm (a shared engine, behind RunInference) and template (a ParDo) sit at the same place,
+    (unit key, records) in and out: no unbatching, re-keying or regrouping around the describer."""
+
+    def top_level(proto) -> list[str]:
+        root = proto.components.transforms[proto.root_transform_ids[0]]
+        return [proto.components.transforms[t].unique_name for t in root.subtransforms]
+
+    gpu, cpu = top_level(_graph(monkeypatch, gpu=True)[2]), top_level(_graph(monkeypatch, gpu=False)[2])
+    assert [n for n in gpu if n != "Segment"] == cpu
+    assert cpu[cpu.index("OCR") :] == ["OCR", "Describe", "QC", "Write"]
+    inside = {t.unique_name for t in _graph(monkeypatch, gpu=True)[2].components.transforms.values() if t.unique_name.startswith("Describe/")}
+    assert "Describe/BeamML_RunInference" in inside  # the shared engine: Beam's RunInference, one model per machine
+    assert not any(t.unique_name.startswith("Describe/") for t in _graph(monkeypatch, gpu=False)[2].components.transforms.values())  # a plain ParDo
 
 
 def test_fan_out_is_broken_by_reshuffles_and_grouping(monkeypatch):

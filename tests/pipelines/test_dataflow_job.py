@@ -23,7 +23,7 @@ from pathlib import Path
 import pytest
 
 from corebuild.config import RunnerConfig
-from corebuild.dataflow import gpu_steps, pipeline_proto, steps
+from corebuild.running.dataflow import gpu_steps, pipeline_proto, steps
 from tests.conftest import ROOT
 
 pytest.importorskip("apache_beam.runners.dataflow.internal.apiclient", reason="needs apache-beam[gcp] (extras gcp and test)")

@@ -12,9 +12,9 @@ import re
 import pyarrow.parquet as pq
 import pytest
 
-from corebuild import storage as storage_mod
+from corebuild.shards import storage as storage_mod
 from corebuild.cli import main
-from corebuild.storage import LocalStorage, _os_error
+from corebuild.shards.storage import LocalStorage, _os_error
 from tests.conftest import ROOT
 from tests.pipelines.test_resume import UNIT, crowded, rows_of  # noqa: F401  (crowded: the clean build fixture)
 
@@ -122,7 +122,7 @@ needs_dev_full = pytest.mark.skipif(not os.path.exists("/dev/full"), reason="nee
 def test_pyarrow_raises_oserror_enospc_from_a_full_device():
     import pyarrow as pa
 
-    from corebuild.write import shard_schema
+    from corebuild.shards.schema import shard_schema
 
     sink = pa.OSFile("/dev/full", "wb")
     try:
@@ -191,7 +191,7 @@ def _full_at(monkeypatch, rooms):
 
 def _shard_bytes(tmp_path, rows) -> int:
     """The size of the one shard these rows make (row groups of 4)."""
-    from corebuild.write import ShardWriter
+    from corebuild.shards.writer import ShardWriter
 
     w = ShardWriter(LocalStorage(tmp_path / "dry"), "s/part", row_group_rows=4, stable_names=True)
     for r in rows:
@@ -204,7 +204,7 @@ def _shard_bytes(tmp_path, rows) -> int:
 @pytest.mark.parametrize("where", ["magic", "first_row_group", "later_row_group", "footer"])
 def test_spool_write_hitting_enospc_is_a_storage_error_and_leaves_nothing(tmp_path, monkeypatch, where):
     from corebuild.errors import StorageError
-    from corebuild.write import ShardWriter
+    from corebuild.shards.writer import ShardWriter
 
     rows = _rows(12)  # three row groups of four, one shard
     size = _shard_bytes(tmp_path, rows)
@@ -228,7 +228,7 @@ def test_spool_write_hitting_enospc_is_a_storage_error_and_leaves_nothing(tmp_pa
 @needs_dev_full
 def test_enospc_in_the_second_shard_keeps_only_the_first_whole(tmp_path, monkeypatch):
     from corebuild.errors import StorageError
-    from corebuild.write import ShardWriter
+    from corebuild.shards.writer import ShardWriter
 
     rows = _rows(8)
     store = LocalStorage(tmp_path / "out")
@@ -247,7 +247,7 @@ def test_enospc_in_the_second_shard_keeps_only_the_first_whole(tmp_path, monkeyp
 def test_a_spool_elsewhere_is_named_with_the_object_it_was_for(tmp_path):
     """gs:// shards spool in the local temp directory: the full disk is that one, so say so."""
     from corebuild.errors import StorageError
-    from corebuild.write import ShardWriter
+    from corebuild.shards.writer import ShardWriter
 
     spools = []
 

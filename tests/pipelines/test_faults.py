@@ -16,13 +16,14 @@ from collections import Counter
 import pytest
 from apache_beam.testing import test_pipeline
 
-from corebuild.build import SYNTHETIC_KEY_ENV, run_build, with_synthetic_endpoints
-from corebuild.config import BuildConfig, WriteConfig
-from corebuild.dataset import open_build
-from corebuild.describe import DescribeConfig
-from corebuild.fetch import FetchConfig
-from corebuild.providers.http import HttpConfig
-from corebuild.sample import SampleConfig
+from corebuild.running.build import SYNTHETIC_KEY_ENV, run_build, with_synthetic_endpoints
+from corebuild.config import BuildConfig
+from corebuild.stages.write import WriteConfig
+from corebuild.dataset.reader import open_build
+from corebuild.stages.describe import DescribeConfig
+from corebuild.stages.fetch.fetcher import FetchConfig
+from corebuild.stages.fetch.http import HttpConfig
+from corebuild.stages.sample import SampleConfig
 from corebuild.synthetic.faults import ALL_KINDS, FaultConfig
 from corebuild.synthetic.server import serve_in_thread
 

@@ -15,11 +15,12 @@ import uuid
 import pytest
 from apache_beam.testing import test_pipeline
 
-from corebuild.build import run_build
-from corebuild.config import BuildConfig, WriteConfig
-from corebuild.dataset import open_build
-from corebuild.describe import DescribeConfig
-from corebuild.sample import SampleConfig
+from corebuild.running.build import run_build
+from corebuild.config import BuildConfig
+from corebuild.stages.write import WriteConfig
+from corebuild.dataset.reader import open_build
+from corebuild.stages.describe import DescribeConfig
+from corebuild.stages.sample import SampleConfig
 from tests.conftest import ROOT
 
 UNIT = 2  # twelve points: six units
@@ -208,7 +209,7 @@ def test_sigkill_at_random_moments_then_resume_gives_the_clean_rows(small, tmp_p
 
 
 def test_sigkill_and_resume_on_gcs(small, gcs_emulator, manifests_dir, prompts_dir):
-    from corebuild.storage import open_storage
+    from corebuild.shards.storage import open_storage
 
     result, _ = small
     url = f"gs://{gcs_emulator['bucket']}/resume-{uuid.uuid4().hex[:8]}"

@@ -24,14 +24,15 @@ from aiohttp import web
 from apache_beam.testing import test_pipeline
 
 from corebuild.aio import serve_app
-from corebuild.build import SYNTHETIC_KEY_ENV, run_build, with_synthetic_endpoints
-from corebuild.config import BuildConfig, WriteConfig
-from corebuild.dataset import open_build
-from corebuild.describe import DescribeConfig
-from corebuild.fetch import FetchConfig
-from corebuild.providers.http import HttpConfig
+from corebuild.running.build import SYNTHETIC_KEY_ENV, run_build, with_synthetic_endpoints
+from corebuild.config import BuildConfig
+from corebuild.stages.write import WriteConfig
+from corebuild.dataset.reader import open_build
+from corebuild.stages.describe import DescribeConfig
+from corebuild.stages.fetch.fetcher import FetchConfig
+from corebuild.stages.fetch.http import HttpConfig
 from corebuild.regions import load_region
-from corebuild.sample import SampleConfig
+from corebuild.stages.sample import SampleConfig
 from corebuild.synthetic.server import serve_in_thread
 from corebuild.synthetic.world import World
 from tests.conftest import ROOT
@@ -128,7 +129,7 @@ def gated(gate, clean, manifests_dir, prompts_dir, tmp_path_factory):
 
 
 def _copy(gated, dest: str) -> None:
-    from corebuild.storage import open_storage
+    from corebuild.shards.storage import open_storage
 
     src, dst = open_storage(str(gated.out_dir.parent)), open_storage(dest)
     for name in src.list("crowded/"):
@@ -192,7 +193,7 @@ def test_retry_failed_on_gcs(gate, clean, gated, gcs_emulator, manifests_dir, pr
 _CHILD = """
 import sys
 from apache_beam.testing import test_pipeline
-from corebuild.build import run_build
+from corebuild.running.build import run_build
 from tests.pipelines.test_retry_failed import _cfg
 out, manifests, prompts, url = sys.argv[1:5]
 print(run_build(_cfg(out, manifests, prompts, url), pipeline_factory=test_pipeline.TestPipeline, progress=False, retry_failed="transient").summary)

@@ -6,7 +6,7 @@ from apache_beam.testing import test_pipeline
 from apache_beam.testing.util import assert_that, equal_to
 
 from corebuild.config import BuildConfig
-from corebuild.sample import SampleConfig, sample_records
+from corebuild.stages.sample import SampleConfig, sample_records
 from pipelines.build_region import SAMPLING_TAG, sample_points
 
 
@@ -14,7 +14,7 @@ def test_beam_chunked_sampling_equals_the_single_process_sample(tiny_region):
     cfg = BuildConfig(region_id="tiny", sample=SampleConfig(seed=3, chunk_cells=1))
     expected = sample_records(tiny_region, cfg.sample)
     with test_pipeline.TestPipeline() as p:
-        out = sample_points(p, cfg, {"tiny": tiny_region})
+        out = sample_points(p, cfg.sample, {"tiny": tiny_region})  # the sampling slice only
         assert_that(out.points, equal_to(expected), label="points")
         assert_that(out[SAMPLING_TAG], equal_to(['{"region_id": "tiny", "requested": 40, "sampled": 40, "shortfall": null}']), label="summary")
 
@@ -25,7 +25,7 @@ def test_a_region_without_land_still_reports_its_shortfall(tiny_region):
     sea = dataclasses.replace(tiny_region, id="sea", polygon=box(-30.01, 0.0, -30.0, 0.01))
     cfg = BuildConfig(region_id="sea")
     with test_pipeline.TestPipeline() as p:
-        out = sample_points(p, cfg, {"sea": sea})
+        out = sample_points(p, cfg.sample, {"sea": sea})
         assert_that(out.points, equal_to([]), label="points")
         assert_that(
             out[SAMPLING_TAG],

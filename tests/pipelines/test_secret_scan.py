@@ -261,7 +261,7 @@ def test_no_planted_credential_in_outputs_logs_or_config(tiny_world, manifests_d
     assert leaks == [], "\n".join(leaks)
 
     # The scan met what could have leaked: failure rows quoting URLs and echoed requests ...
-    from corebuild.dataset import open_build
+    from corebuild.dataset.reader import open_build
 
     build = open_build(str(out / "tinyprod"))
     rows = [r for n in build.shard_names() for r in build.read_table(n).to_pylist() if r["status"] == "failed"]

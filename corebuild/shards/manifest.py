@@ -1,0 +1,74 @@
+"""manifest.json: what a build produced, counted from the shards themselves."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections import Counter
+from typing import Any, Optional
+
+from corebuild.shards.storage import open_parquet
+from corebuild.errors import CorebuildError
+from corebuild.failures import failure_class
+
+
+COUNT_COLUMNS = ["sample_id", "region_id", "status", "failure_reason"]
+
+
+def count_shards(storage, names: list[str], written: Optional[dict[str, dict[str, Any]]] = None) -> dict[str, Any]:
+    """Counts by status and failure reason, read from the stored shards (not from what we hoped).
+
+    Sizes and sha256 come from `written` (what the writer stored, by name) when given, else
+    from the stored bytes."""
+    shards, status, reasons, per_region = [], Counter(), Counter(), {}
+    ids: Counter = Counter()
+    for name in sorted(names):
+        base = name.rsplit("/", 1)[-1]
+        known = (written or {}).get(base)
+        try:
+            # Only the four small columns (ranged reads on gs://: a build is not downloaded to be counted).
+            table = open_parquet(storage, name).read(columns=COUNT_COLUMNS, use_threads=False)
+        except CorebuildError:
+            raise FileNotFoundError(storage.join(name)) from None
+        if known is not None:
+            size, digest = known["bytes"], known["sha256"]
+        else:  # no record of what was written: hash the stored bytes
+            data = storage.read(name) or b""
+            size, digest = len(data), hashlib.sha256(data).hexdigest()
+        cols = table.to_pydict()
+        for sid, rid, st, why in zip(cols["sample_id"], cols["region_id"], cols["status"], cols["failure_reason"]):
+            ids[sid] += 1
+            status[st] += 1
+            r = per_region.setdefault(rid, {"kept": 0, "failed": 0, "failed_by_reason": Counter()})
+            r[st] = r.get(st, 0) + 1
+            if st == "failed":
+                reasons[why or "unknown"] += 1
+                r["failed_by_reason"][why or "unknown"] += 1
+        if known is not None and known.get("rows") not in (None, table.num_rows):
+            raise ValueError(f"{storage.join(name)} holds {table.num_rows} rows; its marker says {known['rows']}")
+        shards.append({"path": base, "rows": table.num_rows, "bytes": size, "sha256": digest})
+    def by_class(by_reason: dict[str, int]) -> dict[str, int]:
+        out: Counter = Counter()
+        for why, n in by_reason.items():
+            out[failure_class(why)] += n
+        return dict(sorted(out.items()))
+
+    for r in per_region.values():
+        r["failed_by_reason"] = dict(sorted(r["failed_by_reason"].items()))
+        r["failed_by_class"] = by_class(r["failed_by_reason"])
+    return {
+        "rows": sum(s["rows"] for s in shards),
+        "kept": status.get("kept", 0),
+        "failed": status.get("failed", 0),
+        "other_status": {k: v for k, v in status.items() if k not in ("kept", "failed")},
+        "failed_by_reason": dict(sorted(reasons.items())),
+        "failed_by_class": by_class(reasons),
+        "duplicate_sample_ids": sum(1 for v in ids.values() if v > 1),
+        "per_region": per_region,
+        "shards": shards,
+    }
+
+
+def write_manifest(storage, name: str, manifest: dict[str, Any]) -> None:
+    # Storage writes are atomic: a reader never sees half a manifest.
+    storage.write(name, (json.dumps(manifest, indent=2, sort_keys=False, default=str) + "\n").encode("utf-8"))

@@ -1,0 +1,171 @@
+"""The OCR stage: text, confidence, box and heading read from every street view.
+
+Backends (registry below, one module each): `rapidocr` (PP-OCRv4 ONNX models shipped inside the
+rapidocr_onnxruntime wheel, so it works offline; the default), `easyocr` (extra, weights placed
+by hand), `off` (reads nothing: empty evidence, recorded as `off:none` in every row and in the
+build's config and models, for load tests and builds where OCR's cost is not wanted)."""
+
+from __future__ import annotations
+
+import io
+import re
+import unicodedata
+from dataclasses import dataclass
+from typing import Protocol
+
+from corebuild.errors import ModelUnavailableError
+from corebuild.options import option, registry_names
+from corebuild.record import OcrText, Record
+from corebuild.stages.registry import Backend, Registry
+from corebuild.stages.stage import StageBase
+
+
+@dataclass(frozen=True)
+class OcrConfig:
+    backend: str = option(
+        "rapidocr", flag="--ocr-backend", choices=lambda: registry_names(OCR_BACKENDS),
+        help="rapidocr (offline), easyocr, or off (no OCR: empty evidence, recorded as such)",
+    )
+    min_confidence: float = 0.5
+    # onnxruntime intra-op threads; 0 = its default (all cores). The command line shares the cores
+    # among the DirectRunner's workers instead of oversubscribing them.
+    threads: int = option(0, flag="--ocr-threads", unset="cores / workers", help="ONNX threads per worker (0: all cores)")
+    use_angle_cls: bool = False  # street signs are upright; the classifier costs ~20%
+    # Larger images are scaled down before OCR (boxes are mapped back): a 24-MP photo from a
+    # local folder must not exhaust a worker's memory.
+    max_side: int = 2048
+    easyocr_model_dir: str = option("", flag="--easyocr-dir", unset="$COREBUILD_EASYOCR_DIR or ~/.EasyOCR/model", help="easyocr weights directory")
+
+
+@dataclass(frozen=True)
+class OcrHit:
+    text: str
+    confidence: float
+    box: tuple[tuple[float, float], ...]
+
+
+class OcrEngine(Protocol):
+    name: str
+    model_id: str
+
+    def read(self, image: bytes) -> list[OcrHit]: ...
+
+
+_WS = re.compile(r"\s+")
+
+
+def normalize_text(text: str) -> str:
+    """Unicode NFC, single spaces, trimmed: what evidence and grounding compare."""
+    return _WS.sub(" ", unicodedata.normalize("NFC", text)).strip()
+
+
+def fit_image(image: bytes, max_side: int):
+    """(RGB PIL image no larger than max_side, the scale applied); decoding errors propagate."""
+    from PIL import Image
+
+    img = Image.open(io.BytesIO(image))
+    img.draft("RGB", (max_side, max_side))  # JPEG: decode at a reduced size straight away
+    img = img.convert("RGB")
+    scale = min(1.0, max_side / max(img.size))
+    if scale < 1.0:
+        img = img.resize((max(1, round(img.width * scale)), max(1, round(img.height * scale))), Image.Resampling.LANCZOS)
+    full = Image.open(io.BytesIO(image)).size  # header only: the size before draft()
+    return img, img.width / full[0]
+
+
+class NoOcr:
+    """The `off` backend: every image reads as no text. Rows say so (`ocr_backend` "off:none"),
+    and the build's config (`ocr.backend`) and manifest `models.ocr` record it, so such a build
+    is never mistaken for one with OCR evidence."""
+
+    name = "off"
+    model_id = "none"
+
+    def __init__(self, cfg: OcrConfig):
+        self.cfg = cfg
+
+    def read(self, image: bytes) -> list[OcrHit]:
+        return []
+
+
+def _box_rect(box) -> tuple[float, float, float, float]:
+    xs, ys = [p[0] for p in box], [p[1] for p in box]
+    return min(xs), min(ys), max(xs), max(ys)
+
+
+def _iou(a, b) -> float:
+    ax0, ay0, ax1, ay1 = _box_rect(a)
+    bx0, by0, bx1, by1 = _box_rect(b)
+    iw, ih = max(0.0, min(ax1, bx1) - max(ax0, bx0)), max(0.0, min(ay1, by1) - max(ay0, by0))
+    inter = iw * ih
+    union = (ax1 - ax0) * (ay1 - ay0) + (bx1 - bx0) * (by1 - by0) - inter
+    return inter / union if union > 0 else 0.0
+
+
+class GroupedOcr:
+    """Several readers (one per language group a region needs); where two read the same box,
+    the more confident reading wins."""
+
+    def __init__(self, engines: list[OcrEngine]):
+        self.engines = engines
+        self.name = engines[0].name
+        self.model_id = "+".join(e.model_id for e in engines)
+
+    def read(self, image: bytes) -> list[OcrHit]:
+        hits = sorted((h for e in self.engines for h in e.read(image)), key=lambda h: -h.confidence)
+        kept: list[OcrHit] = []
+        for h in hits:
+            if all(_iou(h.box, k.box) < 0.5 for k in kept):
+                kept.append(h)
+        return kept
+
+
+# name -> factory(config, the region's language groups). rapidocr's wheel models read Latin and
+# Chinese whatever the region; easyocr loads one reader per group.
+OCR_BACKENDS = Registry(
+    "OCR backend",
+    {
+        "rapidocr": Backend("corebuild.stages.ocr.rapidocr:load_rapidocr", "ocr"),
+        "easyocr": Backend("corebuild.stages.ocr.easyocr_backend:load_easyocr", "easyocr"),
+        "off": "corebuild.stages.ocr:load_off",
+    },
+    unknown=ModelUnavailableError,
+)
+
+
+def load_off(cfg: OcrConfig, groups: list[list[str]]) -> OcrEngine:
+    return NoOcr(cfg)
+
+
+def load_ocr(cfg: OcrConfig, groups: list[list[str]] | None = None) -> OcrEngine:
+    return OCR_BACKENDS.load(cfg.backend)(cfg, [list(g) for g in groups or [["en"]]])
+
+
+def ocr_record(rec: Record, engine: OcrEngine, cfg: OcrConfig) -> Record:
+    if rec.failed:
+        return rec
+    if rec.street is None:
+        return rec.fail("evidence.no_street_image", "no street image to read")
+    texts = []
+    for view in rec.street.views:
+        try:
+            hits = engine.read(view.image)
+        except Exception as exc:  # a corrupt image or an engine fault fails this record only
+            return rec.fail("evidence.ocr_error", f"OCR failed on heading {view.heading:g}: {type(exc).__name__}: {exc}")
+        texts.extend(OcrText(view.heading, h.text, round(h.confidence, 4), h.box) for h in hits if h.confidence >= cfg.min_confidence)
+    return rec.with_(ocr=tuple(texts), ocr_backend=f"{engine.name}:{engine.model_id}")
+
+
+class OcrStage(StageBase):
+    """The engine (ONNX/torch sessions: the cost) opens once per worker, for the region's scripts."""
+
+    name, failure_stage, batch_size = "ocr", "evidence", 1
+
+    def __init__(self, cfg: OcrConfig, groups: list[list[str]]):
+        self.cfg, self.groups = cfg, groups
+
+    def setup(self) -> None:
+        self.engine = load_ocr(self.cfg, self.groups)
+
+    def process(self, batch: list[Record]) -> list[Record]:
+        return [ocr_record(rec, self.engine, self.cfg) for rec in batch]

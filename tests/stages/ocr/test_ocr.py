@@ -1,0 +1,108 @@
+import pytest
+
+from corebuild.errors import ModelUnavailableError
+from corebuild.stages.ocr import OcrConfig, load_ocr, normalize_text
+
+
+def test_normalize_text_nfc_and_whitespace():
+    assert normalize_text("  Cafe\u0301 \t ROMA\n") == "Café ROMA"
+
+
+def test_unknown_backend_is_a_clear_error():
+    with pytest.raises(ModelUnavailableError, match="unknown OCR backend 'nope'; known: \\['easyocr', 'off', 'rapidocr'\\]"):
+        load_ocr(OcrConfig(backend="nope"))
+
+
+def test_huge_images_are_read_at_a_bounded_size_with_boxes_in_original_pixels():
+    import io
+
+    from PIL import Image
+
+    from corebuild.synthetic.signs import sign_texture
+
+    big = Image.new("RGB", (6000, 4000), (120, 130, 110))
+    big.paste(sign_texture("HUGE BAKERY", (250, 250, 245), (20, 20, 20)).resize((2400, 480)), (1800, 1700))
+    buf = io.BytesIO()
+    big.save(buf, "JPEG", quality=90)
+    [hit] = load_ocr(OcrConfig(max_side=1600)).read(buf.getvalue())
+    assert hit.text.replace(" ", "") == "HUGEBAKERY"
+    xs, ys = [p[0] for p in hit.box], [p[1] for p in hit.box]
+    assert 1700 < min(xs) < 2100 and 3900 < max(xs) < 4400 and 1650 < min(ys) and max(ys) < 2250
+
+
+def test_an_image_without_text_reads_nothing():
+    import io
+
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.new("RGB", (640, 640), (90, 140, 200)).save(buf, "JPEG")
+    assert load_ocr(OcrConfig()).read(buf.getvalue()) == []
+
+
+def test_grouped_readers_keep_the_more_confident_reading_of_a_box():
+    from corebuild.stages.ocr import GroupedOcr, OcrHit
+
+    class Fixed:
+        def __init__(self, name, hits):
+            self.name, self.model_id, self.hits = name, name, hits
+
+        def read(self, image):
+            return self.hits
+
+    box = ((10, 10), (50, 10), (50, 20), (10, 20))
+    moved = ((11, 10), (51, 10), (51, 20), (11, 20))
+    other = ((100, 10), (140, 10), (140, 20), (100, 20))
+    g = GroupedOcr([Fixed("latin", [OcrHit("CAFE", 0.7, box)]), Fixed("ja", [OcrHit("カフェ", 0.9, moved), OcrHit("駅", 0.8, other)])])
+    assert [h.text for h in g.read(b"")] == ["カフェ", "駅"] and g.model_id == "latin+ja"
+
+
+def test_off_backend_reads_nothing_and_says_so_in_every_row(tiny_world, prompts_dir):
+    """`--ocr-backend off` goes through load_ocr like any backend; records get empty evidence
+    marked off:none, and the template describer still describes them (no signs)."""
+    from corebuild.stages.describe import DescribeConfig, load_describer
+    from corebuild.stages.ocr import ocr_record
+    from corebuild.record import Record, StreetCapture, StreetView
+    from corebuild.synthetic.render import Camera, encode, render_street
+
+    engine = load_ocr(OcrConfig(backend="off"), [["ja"], ["en"]])
+    assert (engine.name, engine.model_id) == ("off", "none")
+    sign = tiny_world.signs[0]
+    cx, cy, _ = sign.center
+    x, y = cx + sign.normal[0] * 12, cy + sign.normal[1] * 12
+    views = tuple(StreetView(h, 90, 0, 640, 640, encode(render_street(tiny_world, Camera(x, y, h)), "jpeg")) for h in (0, 90, 180, 270))
+    rec = Record("tiny-s0-0000000", "tiny", 0, 0, 0, 0, street=StreetCapture("t", "p", 0, 0, None, 0, views))
+    assert engine.read(views[0].image) == []  # a view with a sign in it still reads as nothing
+    rec = ocr_record(rec, engine, OcrConfig(backend="off"))
+    assert not rec.failed and rec.ocr == () and rec.ocr_backend == "off:none"
+    [out] = load_describer(DescribeConfig(prompts_dir=str(prompts_dir))).describe([rec], {"tiny": {"name": "Tinytown", "country": "ZA"}})
+    assert not out.failed and "No legible signs" in out.description.text and "Tinytown, ZA" in out.description.text
+
+
+def test_off_backend_is_part_of_the_config_hash():
+    from corebuild.config import BuildConfig
+
+    on, off = BuildConfig("demo"), BuildConfig("demo", ocr=OcrConfig(backend="off"))
+    assert off.content_dict()["ocr"]["backend"] == "off" and on.content_hash() != off.content_hash()
+
+
+def test_build_with_ocr_off_end_to_end(tmp_path, manifests_dir):
+    """The real CLI: preflight, the pipeline and the manifest accept `off` and record it."""
+    import json
+    import subprocess
+    import sys
+
+    import pyarrow.parquet as pq
+
+    from tests.conftest import ROOT
+
+    cmd = [sys.executable, "-m", "corebuild", "build", "--region", "tiny", "--manifests", str(manifests_dir), "--limit", "6",
+           "--output", str(tmp_path), "--ocr-backend", "off", "--no-progress"]
+    r = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-3000:]
+    m = json.loads((tmp_path / "tiny" / "manifest.json").read_text())
+    assert m["consistent"] and m["counts"]["sampled"] == 6 and m["counts"]["kept"] >= 1
+    assert m["models"]["ocr"] == "off:none" and m["config"]["ocr"]["backend"] == "off"
+    rows = [row for f in (tmp_path / "tiny" / "shards").glob("*.parquet") for row in pq.read_table(f).to_pylist()]
+    kept = [row for row in rows if row["status"] == "kept"]
+    assert kept and all(row["ocr"] == [] and row["ocr_backend"] == "off:none" and "No legible signs" in row["description"] for row in kept)
