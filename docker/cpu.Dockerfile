@@ -30,7 +30,7 @@ WORKDIR /opt/corebuild
 
 # Bake the bit-packed land mask (117 MB) so no worker spends ~6 s and ~1 GB unpacking it;
 # `models check` prints what this image can run, in the build log.
-RUN python -c "from corebuild.landmask import land_mask; land_mask()" \
+RUN python -c "from corebuild.regions.landmask import land_mask; land_mask()" \
     && corebuild models check \
     && useradd --create-home --uid 1000 corebuild
 

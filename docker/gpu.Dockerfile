@@ -66,7 +66,7 @@ RUN fetch() { \
     }; \
     fetch "$SAM_CHECKPOINT_URL" "$SAM_CHECKPOINT_SHA256" "$COREBUILD_SAM_CHECKPOINT" \
     && fetch "$CLIP_CHECKPOINT_URL" "$CLIP_CHECKPOINT_SHA256" "$COREBUILD_CLIP_CHECKPOINT" \
-    && python -c "from corebuild.landmask import land_mask; land_mask()" \
+    && python -c "from corebuild.regions.landmask import land_mask; land_mask()" \
     && corebuild models check \
     && useradd --create-home --uid 1000 corebuild
 

@@ -187,3 +187,16 @@ def test_launcher_forwards_its_arguments():
     assert (args.runner, args.no_progress) == ("DataflowRunner", True)
     assert args.beam_args == ["--project=my-project", "--region=us-central1", "--temp_location=gs://bucket/tmp",
                               "--sdk_container_image=europe-docker.pkg.dev/p/r/corebuild-flex:1", "--sdk_location=container"]
+
+
+@pytest.mark.parametrize("dockerfile", DOCKERFILES, ids=lambda p: p.name)
+def test_the_python_an_image_runs_at_build_time_names_real_modules(dockerfile):
+    """`RUN python -c "from corebuild.x import y; ..."` fails only when the image is built: check
+    here that every corebuild name such a line imports exists."""
+    import importlib
+    import re
+
+    for module, names in re.findall(r"from (corebuild[\w.]*) import ([\w, ]+)", dockerfile.read_text()):
+        mod = importlib.import_module(module)
+        for name in (n.strip() for n in names.split(",")):
+            assert hasattr(mod, name), f"{dockerfile.name}: {module}.{name}"
