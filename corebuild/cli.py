@@ -151,14 +151,27 @@ def _http_configs(args: argparse.Namespace):
     return base, tuple((stage, replace(base, **f)) for stage, f in sorted(fields.items()))
 
 
-def _serve(args: argparse.Namespace) -> int:
+def _synthetic_world(args: argparse.Namespace):
     from corebuild.regions import load_region
-    from corebuild.synthetic.server import serve_forever
     from corebuild.synthetic.world import World
 
     region = load_region(args.region, args.manifests)
     if region.imagery != "synthetic":
         raise CorebuildError(f"region {region.id!r} has no synthetic world (its manifest says imagery={region.imagery!r})")
+    return World.for_region(region)
+
+
+def _roads(args: argparse.Namespace) -> int:
+    from corebuild.synthetic.roads import write_roads
+
+    print(f"{write_roads(_synthetic_world(args), args.out)} roads -> {args.out}")
+    return 0
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from corebuild.synthetic.server import serve_forever
+
+    world = _synthetic_world(args)
     faults = None
     if args.fault_rate:
         from corebuild.synthetic.faults import FaultConfig
@@ -168,7 +181,7 @@ def _serve(args: argparse.Namespace) -> int:
             faults = FaultConfig(rate=args.fault_rate, seed=args.fault_seed, persistent=args.fault_persistent, **({"kinds": kinds} if kinds else {}))
         except ValueError as exc:
             raise CorebuildError(f"synthetic serve: {exc}") from None
-    serve_forever(World.for_region(region), args.host, args.port, faults)
+    serve_forever(world, args.host, args.port, faults)
     return 0
 
 
@@ -340,6 +353,11 @@ def _synthetic_parser(sub) -> None:
     serve.add_argument("--fault-kinds", default=None, help="comma-separated subset of the fault kinds (default: all)")
     serve.add_argument("--fault-persistent", action="store_true", help="faulty requests fail on every attempt (default: the first one or two)")
     serve.set_defaults(func=_serve)
+    roads = ssub.add_parser("roads", help="write a region's synthetic road network (.osm.pbf, or .geojson) for build --roads")
+    roads.add_argument("--region", default="demo")
+    _data_flags(roads)
+    roads.add_argument("--out", required=True, metavar="FILE")
+    roads.set_defaults(func=_roads)
 
 
 def parser() -> argparse.ArgumentParser:

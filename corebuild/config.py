@@ -18,6 +18,7 @@ from corebuild.stages.ocr import OcrConfig
 from corebuild.redact import inline_credential_fields, redact_beam_args, redact_urls_in
 from corebuild.stages.describe.prompts import load_prompt
 from corebuild.stages.segment import SegmentConfig
+from corebuild.stages.roads import roads_hash
 from corebuild.stages.sample import SampleConfig
 from corebuild.stages.write import WriteConfig
 
@@ -106,6 +107,10 @@ class BuildConfig:
         # every row records) stands in: a checkout and an installed wheel agree, and a prompt
         # edited between two runs stops a resume, which the directory never did.
         d["describe"]["prompt_hash"] = load_prompt(self.describe.prompts_dir, self.describe.prompt_id).hash
+        if self.sample.roads is not None:  # likewise: the road file's bytes, not its path
+            d["sample"]["roads_hash"] = roads_hash(self.sample.roads)
+        else:  # without roads the tags change no row: builds from before them still resume
+            del d["sample"]["road_tags"]
         if self.segment.backend != "off":
             d["segment"]["vocabulary_hash"] = load_prompt(self.segment.prompts_dir, self.segment.vocabulary).hash
         if self.imagery == "synthetic":

@@ -157,7 +157,7 @@ BUILD_FLAGS = {
     "--ocr-threads", "--ocr-backend", "--easyocr-dir", "--segment", "--sam-model", "--sam-checkpoint", "--labeler", "--clip-checkpoint",
     "--describer", "--prompt", "--llm-url", "--llm-model", "--llm-key-env", "--grounding", "--self-review", "--runner", "--streetview-url",
     "--aerial-url", "--aerial-key-env", "--street-provider", "--aerial-preset", "--map-preset", "--mapillary-url", "--local-folder",
-    "--cache", "--rate", "--concurrency",
+    "--cache", "--rate", "--concurrency", "--roads",
 }
 # The flags that set no one config field (hand-written in cli._build_parser; none has a default value).
 HAND_WRITTEN = {"-h", "--help", "--overwrite", "--no-progress", "--dry-run-job", "--retry-failed", "--secret", "--retry-attempts", "--max-retry-wait"}

@@ -171,3 +171,8 @@ def test_dry_run_mistakes_are_one_line_errors(tmp_path, capsys, args, says):
     err = capsys.readouterr().err.strip().splitlines()
     assert err[-1] == says and not any("Traceback" in ln for ln in err), err
     assert not (tmp_path / "out").exists()
+
+
+def test_the_roads_extra_brings_osmium_and_the_tests_use_it():
+    for extra in ("roads", "test"):
+        assert str(_reqs(extra)["osmium"].specifier) == str(_reqs("roads")["osmium"].specifier), extra

@@ -25,7 +25,7 @@ _ID_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
 MAX_AREA_KM2 = 50_000.0
 MIN_AREA_KM2 = 0.01
 KNOWN_FIELDS = frozenset(
-    {"id", "name", "country", "continent", "polygon", "ocr_languages", "ocr_languages_unsupported", "quota", "imagery", "synthetic_world", "providers", "source", "notes"}
+    {"id", "name", "country", "continent", "polygon", "ocr_languages", "ocr_languages_unsupported", "quota", "imagery", "synthetic_world", "providers", "roads", "source", "notes"}
 )
 MAX_ABS_LAT = 89.5
 MAX_QUOTA = 1_000_000  # points per region; far above any real region, and float-safe downstream
@@ -49,6 +49,7 @@ class Region:
     synthetic_world: Optional[SyntheticWorldSpec] = None
     providers: dict[str, Any] = field(default_factory=dict)
     source_path: str = ""
+    roads: Optional[str] = None  # a road network file to sample along (`--roads` wins over it)
 
     @property
     def centroid(self) -> tuple[float, float]:
@@ -193,6 +194,19 @@ def _providers(doc: dict, path: str) -> dict[str, Any]:
     return providers
 
 
+def _roads(doc: dict, path: str) -> Optional[str]:
+    """The manifest's road network file, relative to the manifest's directory, which must exist."""
+    if "roads" not in doc:
+        return None
+    roads = _require(doc, "roads", str, path)
+    if not roads.strip():
+        raise ManifestError(path, "roads", "expected a file path, got an empty string")
+    resolved = Path(path).parent / roads
+    if not resolved.is_file():
+        raise ManifestError(path, "roads", f"no such file: {resolved}")
+    return str(resolved)
+
+
 def parse_region(doc: Any, path: str) -> Region:
     """A validated `Region` from a manifest's JSON; a `ManifestError` names the file and field of
     the first problem, checked in the order the fields are read below."""
@@ -216,6 +230,7 @@ def parse_region(doc: Any, path: str) -> Region:
         synthetic_world=world,
         providers=_providers(doc, path),
         source_path=path,
+        roads=_roads(doc, path),
     )
     area = region.area_km2()
     if not MIN_AREA_KM2 <= area <= MAX_AREA_KM2:

@@ -30,6 +30,7 @@ from corebuild.regions import Region, load_region
 from corebuild.failures import TRANSIENT, parse_retry_selection
 from corebuild.running.resume import BUILD_FILE, note_attempt, start_build
 from corebuild.shards.units import BuildState, check_units, read_markers, remove_orphans, retry_selection, units_for
+from corebuild.stages.roads import load_roads
 from corebuild.stages.sample import SamplingPlan
 from corebuild.shards.storage import open_storage
 from corebuild.shards.schema import RunStamp
@@ -90,6 +91,13 @@ def resolve_providers(cfg: BuildConfig, region: Region) -> BuildConfig:
     return dataclasses.replace(cfg, fetch=fetch)
 
 
+def resolve_roads(cfg: BuildConfig, region: Region) -> BuildConfig:
+    """`--roads` > the region manifest's `roads` > none (sampling over the whole area)."""
+    if cfg.sample.roads is not None or region.roads is None:
+        return cfg
+    return dataclasses.replace(cfg, sample=dataclasses.replace(cfg.sample, roads=region.roads))
+
+
 def with_synthetic_endpoints(cfg: BuildConfig, base_url: str) -> BuildConfig:
     """Point the real clients (whichever street provider was chosen, the XYZ aerial client and
     the optional map client) at the synthetic world's server, which speaks their wire formats."""
@@ -125,6 +133,8 @@ def preflight(cfg: BuildConfig, region: Region) -> dict[str, Any]:
     """Fail before any work starts, with one clear message, on what would fail every record.
     Returns the model ids the build will record."""
     prompt = load_prompt(cfg.describe.prompts_dir, cfg.describe.prompt_id)
+    if cfg.sample.roads is not None:  # a missing or unreadable road file: here, not on every worker
+        load_roads(cfg.sample.roads, cfg.sample.road_tags)
     if not cfg.runner.local:
         # Workers on another runner hold the weights (worker image) and read keys (Secret
         # Manager) there; this machine checks the prompt and config, then records the ids asked for.
@@ -220,7 +230,7 @@ def prepare(cfg: BuildConfig, overwrite: bool = False, retry_failed: Optional[st
     """Everything before the pipeline: region, providers, packages, preflight, output state."""
     started = datetime.now(timezone.utc)
     region = load_region(cfg.region_id, cfg.manifests_dir)
-    cfg = resolve_providers(cfg, region)
+    cfg = resolve_roads(resolve_providers(cfg, region), region)
     check_packages(cfg.runner.runner, cfg.output_dir, cfg.fetch.cache_url)  # the gcp extra: one line, not Beam's traceback
     dry_run = dry_run_requested(cfg.runner.extra_args)
     if dry_run:
@@ -238,9 +248,10 @@ def prepare(cfg: BuildConfig, overwrite: bool = False, retry_failed: Optional[st
             state, retried = _retry(storage, region, state, retry_failed)
         elif retry_failed is not None and not dry_run:
             log.warning("--retry-failed: %s held no build; this is a fresh one", storage.join(region.id))
-    except BaseException:
+    except BaseException:  # a failed check stops the world's server too
         if server is not None:
             server.terminate()
+            server.wait(10)
         raise
     stamp = RunStamp(build_id=state.build_id, config_hash=state.config_hash, code_version=version)
     return Prepared(cfg, region, storage, state, stamp, models, dry_run, started, retried, server)

@@ -13,6 +13,10 @@ How (all in a local Lambert azimuthal equal-area projection centred on the regio
    takes a prefix. Fewer survivors than the quota is a recorded shortfall with its reason.
 The candidate density is set from the region's land area so that about `oversample` x quota
 candidates survive; the set does not depend on how cells are grouped into chunks.
+
+Along roads (`roads`: a road network file, corebuild.stages.roads): the same, except that a
+cell's candidates lie at hashed distances along the roads clipped to that cell, and the density
+is per metre of road inside the polygon.
 """
 
 from __future__ import annotations
@@ -30,6 +34,7 @@ from scipy.spatial import cKDTree
 from corebuild.geo import equal_area
 from corebuild.options import option
 from corebuild.regions.landmask import is_land
+from corebuild.stages.roads import ROAD_TAGS, RoadNetwork, along, line_parts, load_roads
 from corebuild.record import Record, make_sample_id
 from corebuild.regions import Region
 
@@ -45,6 +50,12 @@ class SampleConfig:
     oversample: float = 1.3  # survivors aimed at per requested point
     chunk_cells: int = 8  # chunk = chunk_cells x chunk_cells cells (4 km at 500 m cells)
     limit: Optional[int] = option(None, flag="--limit", help="only the first N sampled points (a prefix of the full sample)")
+    # The file's bytes enter the config hash (BuildConfig.content_dict), not where it lies.
+    roads: Optional[str] = option(
+        None, flag="--roads", hashed=False, metavar="FILE", unset="the manifest's roads, else none: over the whole area",
+        help="sample along the roads of this file (.osm.pbf / .osm, or GeoJSON lines with a highway property)",
+    )
+    road_tags: tuple[str, ...] = ROAD_TAGS  # the highway values that count as roads
 
 
 @dataclass(frozen=True)
@@ -95,7 +106,35 @@ class SamplingPlan:
         self.cells_x = (math.floor(minx / CELL_M), math.floor(maxx / CELL_M))
         self.cells_y = (math.floor(miny / CELL_M), math.floor(maxy / CELL_M))
 
+    # --- roads ------------------------------------------------------------------------------
+    @cached_property
+    def roads(self) -> Optional[RoadNetwork]:
+        """The road network near the polygon in the local plane (read once per plan), or None."""
+        if self.cfg.roads is None:
+            return None
+        lines, _ = load_roads(self.cfg.roads, tuple(self.cfg.road_tags))
+        minx, miny, maxx, maxy = self.region.polygon.bounds
+        near = lines[shapely.intersects(lines, shapely.box(minx - 0.01, miny - 0.01, maxx + 0.01, maxy + 0.01))]
+        # Densified (~1 km) like the polygon, so projected lines follow their lon/lat course.
+        dense = shapely.segmentize(near, 0.01)
+        return RoadNetwork(shapely.transform(dense, lambda xy: np.column_stack(self.fwd.transform(xy[:, 0], xy[:, 1]))))
+
+    @cached_property
+    def road_length_m(self) -> float:
+        """Length of road inside the polygon (on land), measured at 4096 fixed points along it."""
+        parts, _ = line_parts(shapely.intersection(self.roads.lines, self.local))
+        if not len(parts):
+            return 0.0
+        inside = shapely.multilinestrings(parts)
+        at = shapely.line_interpolate_point(inside, (np.arange(4096) + 0.5) / 4096, normalized=True)
+        return float(inside.length * self._valid(shapely.get_x(at), shapely.get_y(at)).mean())
+
     # --- density ----------------------------------------------------------------------------
+    @cached_property
+    def extent(self) -> float:
+        """What candidates spread over: land area (m²), or along roads their length (m)."""
+        return self.land_area_m2 if self.roads is None else self.road_length_m
+
     @cached_property
     def land_area_m2(self) -> float:
         """Land area inside the polygon, measured on a fixed 64x64 grid (deterministic)."""
@@ -107,16 +146,16 @@ class SamplingPlan:
 
     @cached_property
     def density(self) -> float:
-        """Candidates per m² so that ~oversample x quota survive the hard-core thinning.
-        Matérn II keeps (1 - exp(-λc)) / c per m² for c = π d²."""
+        """Candidates per m² (per m of road) so that ~oversample x quota survive the hard-core
+        thinning. Matérn II keeps (1 - exp(-λc)) / c per unit for c = π d² (2 d along a road)."""
         target = self.cfg.oversample * self.region.quota
-        area = self.land_area_m2
+        area = self.extent
         if area <= 0:
             return 0.0
         d = self.cfg.min_spacing_m
         if d <= 0:
             return target / area
-        c = math.pi * d * d
+        c = math.pi * d * d if self.roads is None else 2 * d
         need = target * c / area
         return -math.log(1 - need) / c if need < 0.95 else -math.log(0.05) / c
 
@@ -126,6 +165,8 @@ class SamplingPlan:
         ix = np.asarray(ix, dtype=np.int64)
         iy = np.asarray(iy, dtype=np.int64)
         ckey = _splitmix(_splitmix(np.full(ix.shape, self.key, dtype=np.uint64) ^ ix.astype(np.uint64)) ^ iy.astype(np.uint64))
+        if self.roads is not None:
+            return self._road_candidates(ix, iy, ckey)
         mean = self.density * CELL_M * CELL_M
         counts = np.floor(mean + _uniform(ckey, 0)).astype(np.int64)  # stratified: mean on average
         total = int(counts.sum())
@@ -138,6 +179,25 @@ class SamplingPlan:
         x = (ix[owner] + _uniform(k, 1)) * CELL_M
         y = (iy[owner] + _uniform(k, 2)) * CELL_M
         return x, y, _uniform(k, 3)
+
+    def _road_candidates(self, ix: np.ndarray, iy: np.ndarray, ckey: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Candidates at hashed distances along each cell's own stretch of road."""
+        xs, ys, ranks = [], [], []
+        for i, (pieces, cum) in enumerate(self.roads.cells(ix, iy, CELL_M)):
+            if not len(cum):
+                continue
+            n = int(np.floor(self.density * cum[-1] + _uniform(ckey[i : i + 1], 0))[0])
+            k = _splitmix(np.full(n, ckey[i], dtype=np.uint64) ^ np.arange(n, dtype=np.uint64))
+            x, y = along(pieces, cum, _uniform(k, 1) * cum[-1])
+            # A point on the cell's edge belongs to the neighbour's stream: dropped here, so
+            # every chunk owns exactly the candidates in its own cells.
+            mine = (np.floor(x / CELL_M) == ix[i]) & (np.floor(y / CELL_M) == iy[i])
+            xs.append(x[mine])
+            ys.append(y[mine])
+            ranks.append(_uniform(k, 3)[mine])
+        if not xs:
+            return np.empty(0), np.empty(0), np.empty(0)
+        return np.concatenate(xs), np.concatenate(ys), np.concatenate(ranks)
 
     def _valid(self, x: np.ndarray, y: np.ndarray) -> np.ndarray:
         # The projected polygon prefilters cheaply; the manifest's lon/lat polygon decides
@@ -207,7 +267,9 @@ class SamplingPlan:
         shortfall = None
         if len(points) < self.wanted:
             d = self.cfg.min_spacing_m
-            if self.land_area_m2 <= 0:
+            if self.roads is not None:
+                why = "no roads inside the polygon" if self.extent <= 0 else f"{self.extent / 1e3:.1f} km of roads hold only {len(points)} points {d:g} m apart"
+            elif self.land_area_m2 <= 0:
                 why = "no land inside the polygon" if self.cfg.land_only else "empty polygon"
             else:
                 why = f"{self.land_area_m2 / 1e6:.2f} km² of {'land' if self.cfg.land_only else 'area'} holds only {len(points)} points {d:g} m apart"

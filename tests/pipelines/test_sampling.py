@@ -32,3 +32,15 @@ def test_a_region_without_land_still_reports_its_shortfall(tiny_region):
             equal_to(['{"region_id": "sea", "requested": 40, "sampled": 0, "shortfall": "no land inside the polygon (wanted 40)"}']),
             label="summary",
         )
+
+
+def test_beam_chunked_sampling_along_roads_equals_the_single_process_sample(tiny_region, tiny_world, tmp_path):
+    from corebuild.synthetic.roads import write_roads
+
+    write_roads(tiny_world, str(tmp_path / "tiny.geojson"))
+    cfg = SampleConfig(seed=3, chunk_cells=1, roads=str(tmp_path / "tiny.geojson"))
+    expected = sample_records(tiny_region, cfg)
+    assert expected != sample_records(tiny_region, dataclasses.replace(cfg, roads=None))
+    with test_pipeline.TestPipeline() as p:
+        out = sample_points(p, cfg, {"tiny": tiny_region})
+        assert_that(out.points, equal_to(expected), label="points")
