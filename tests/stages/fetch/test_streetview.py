@@ -266,6 +266,13 @@ def no_imagery_server():
         w, h = (int(v) for v in q["size"].split("x"))
         heading = float(q["heading"])
         if heading == 180 and q["pano"] == "PANO-NO-IMAGERY-AT-180":
+            # Answered once the other headings' requests have arrived (or after 2 s): the client
+            # gives up on the panorama at this answer, and a request still in flight would then
+            # never reach the server, which made "every heading was asked" a race.
+            for _ in range(200):
+                if len({r["heading"] for r in seen if r["pano"] == q["pano"]}) >= 4:
+                    break
+                await asyncio.sleep(0.01)
             if request.match_info["mode"] == "honours" and q.get("return_error_code") == "true":
                 return web.Response(status=404, text="no imagery")
             return web.Response(body=_no_imagery_jpeg(w, h), content_type="image/jpeg")
