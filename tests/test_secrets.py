@@ -31,8 +31,8 @@ DENIED = "projects/corebuild-test/secrets/locked"
 class FakeSecretManager:
     """Just enough of the service: versions per secret, `latest` = the highest, IAM as a deny list."""
 
-    def __init__(self):
-        self.versions: dict[str, dict[int, bytes]] = {
+    def __init__(self, versions: dict[str, dict[int, bytes]] | None = None):
+        self.versions: dict[str, dict[int, bytes]] = versions if versions is not None else {
             SV: {1: b"old-key", 2: b"new-key\n"},
             "projects/corebuild-test/secrets/planted": {1: PLANTED.encode()},
             "projects/corebuild-test/secrets/binary": {1: b"\xff\xfe" + PLANTED.encode()},
@@ -55,9 +55,8 @@ class FakeSecretManager:
         )
 
 
-@pytest.fixture(scope="module")
-def server():
-    fake = FakeSecretManager()
+def serve_secret_manager(fake: FakeSecretManager):
+    """The fake behind a real gRPC server on loopback: (server, address)."""
     handler = grpc.method_handlers_generic_handler(
         "google.cloud.secretmanager.v1.SecretManagerService",
         {
@@ -72,7 +71,14 @@ def server():
     srv.add_generic_rpc_handlers((handler,))
     port = srv.add_insecure_port("127.0.0.1:0")
     srv.start()
-    yield fake, f"127.0.0.1:{port}"
+    return srv, f"127.0.0.1:{port}"
+
+
+@pytest.fixture(scope="module")
+def server():
+    fake = FakeSecretManager()
+    srv, addr = serve_secret_manager(fake)
+    yield fake, addr
     srv.stop(None)
 
 

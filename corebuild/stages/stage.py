@@ -33,7 +33,7 @@ class StageBase:
     """Defaults for a stage without resources to open or close."""
 
     name = failure_stage = "stage"
-    batch_size = 8
+    batch_size = 1  # a stage batched by the runner's batch_size takes it from its config slice
 
     def setup(self) -> None:
         pass

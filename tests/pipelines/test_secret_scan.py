@@ -16,22 +16,19 @@ import json
 import os
 import subprocess
 import sys
-from concurrent import futures
 from pathlib import Path
 from typing import Any, Iterator
 
 import pyarrow as pa
 import pyarrow.parquet as pq
-import pytest
 from aiohttp import web
 
 from corebuild.aio import serve_app
 from corebuild.synthetic.faults import FaultConfig
 from corebuild.synthetic.server import SyntheticServer
 from tests.conftest import ROOT
+from tests.test_secrets import FakeSecretManager, serve_secret_manager  # skips the module where grpc is missing
 
-grpc = pytest.importorskip("grpc")
-secretmanager_v1 = pytest.importorskip("google.cloud.secretmanager_v1")
 
 SV_USER, LLM_SECRET = "sv-user", "projects/corebuild-test/secrets/llm-token"
 # channel -> the value planted there (each distinct, so a leak names its channel)
@@ -139,37 +136,6 @@ def test_the_scan_finds_what_a_raw_byte_search_misses(tmp_path):
 # -- the servers ---------------------------------------------------------------------------------------
 
 
-class SecretManager:
-    def __init__(self, versions: dict[str, bytes]):
-        self.versions, self.calls = versions, []
-
-    def access(self, request, context):
-        self.calls.append(request.name)
-        secret = request.name.partition("/versions/")[0]
-        if secret not in self.versions:
-            context.abort(grpc.StatusCode.NOT_FOUND, f"Secret Version [{request.name}] not found.")
-        return secretmanager_v1.AccessSecretVersionResponse(name=f"{secret}/versions/1", payload=secretmanager_v1.SecretPayload(data=self.versions[secret]))
-
-
-def _grpc_secret_manager(versions: dict[str, bytes]):
-    fake = SecretManager(versions)
-    handler = grpc.method_handlers_generic_handler(
-        "google.cloud.secretmanager.v1.SecretManagerService",
-        {
-            "AccessSecretVersion": grpc.unary_unary_rpc_method_handler(
-                fake.access,
-                request_deserializer=secretmanager_v1.AccessSecretVersionRequest.deserialize,
-                response_serializer=secretmanager_v1.AccessSecretVersionResponse.serialize,
-            )
-        },
-    )
-    srv = grpc.server(futures.ThreadPoolExecutor(max_workers=2))
-    srv.add_generic_rpc_handlers((handler,))
-    port = srv.add_insecure_port("127.0.0.1:0")
-    srv.start()
-    return srv, fake, f"127.0.0.1:{port}"
-
-
 def _picked(what: str, one_in: int) -> bool:
     return int(hashlib.sha256(what.encode()).hexdigest()[:8], 16) % one_in == 0
 
@@ -218,7 +184,8 @@ def test_no_planted_credential_in_outputs_logs_or_config(tiny_world, manifests_d
     app = SyntheticServer(tiny_world, FaultConfig(rate=0.2, seed=4, persistent=True, hang_s=0.5)).app()
     app.middlewares.append(echo.middleware)  # after the fault injector: a request is faulted or echoed or served
     server = serve_app(app)
-    grpc_server, secret_manager, sm_addr = _grpc_secret_manager({LLM_SECRET: PLANTED["Secret Manager LLM_TOKEN (describer bearer)"].encode()})
+    secret_manager = FakeSecretManager({LLM_SECRET: {1: PLANTED["Secret Manager LLM_TOKEN (describer bearer)"].encode()}})
+    grpc_server, sm_addr = serve_secret_manager(secret_manager)
     out = tmp_path / "out"
     try:
         host = server.base_url.split("://", 1)[1]
