@@ -80,6 +80,10 @@ BENCHES: tuple[Bench, ...] = (
     Bench("demo", "bench/bench_demo.py", 1800, (
         Expected("demo.wall_s", "demo end-to-end time", "no time target; >= 500 rows, consistent (issue 3)"),
     ), args=("--limit", "0"), quick_args=("--limit", "40")),
+    Bench("yield", "bench/bench_yield.py", 2400, (
+        Expected("yield.area", "demo yield over the area (kept / sampled)", "none stated (figure)"),
+        Expected("yield.roads", "demo yield along roads (kept / sampled)", "higher along roads than over the area (issue 18)"),
+    ), quick_args=("--limit", "40")),
     Bench("load", "bench/bench_load.py", 4 * 3600, (
         Expected("load.peak_rss", "100k build peak RSS (process tree)", "< 4 GB at 100k"),
         Expected("load.rows_per_s", "100k build rows/s", "none stated (figure)"),

@@ -111,6 +111,8 @@ class BuildConfig:
             d["sample"]["roads_hash"] = roads_hash(self.sample.roads)
         else:  # without roads the tags change no row: builds from before them still resume
             del d["sample"]["road_tags"]
+        if self.sample.quota_of == "sampled":  # likewise: today's quota of sampled points, as before rounds
+            del d["sample"]["quota_of"], d["sample"]["expected_yield"]
         if self.segment.backend != "off":
             d["segment"]["vocabulary_hash"] = load_prompt(self.segment.prompts_dir, self.segment.vocabulary).hash
         if self.imagery == "synthetic":

@@ -131,10 +131,19 @@ def _help(x: Flagged) -> str:
         shown = f"${o.env}" + (f", else {default}" if default else "")
     elif default is None or default == "" or x.type is bool:
         shown = ""
+    elif isinstance(default, tuple):
+        shown = ",".join(map(str, default))
     else:
         shown = f"{default:g}" if isinstance(default, float) else str(default)
     text = f"{o.help} (default: {shown})" if shown else o.help
     return text.replace("%", "%%")
+
+
+def comma_list(text: str) -> tuple[str, ...]:
+    items = tuple(t.strip() for t in text.split(",") if t.strip())
+    if not items:
+        raise argparse.ArgumentTypeError("expected a comma-separated list")
+    return items
 
 
 def add_flags(parser: argparse.ArgumentParser, cls: type, only: Optional[Sequence[str]] = None) -> list[Flagged]:
@@ -153,6 +162,8 @@ def add_flags(parser: argparse.ArgumentParser, cls: type, only: Optional[Sequenc
         kw: dict[str, Any] = {"default": x.cli_default, "help": _help(x)}
         if x.type is bool:
             kw["action"] = "store_true"
+        elif typing.get_origin(x.type) is tuple:  # a comma list: --road-tags primary,residential
+            kw.update(type=comma_list, metavar=o.metavar or "A,B")
         else:
             kw["type"] = float if o.scale else x.type
             kw.update({k: v for k, v in (("choices", o.choice_list()), ("metavar", o.metavar)) if v is not None})

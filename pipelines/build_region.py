@@ -15,7 +15,7 @@ from apache_beam.metrics import Metrics
 from corebuild.config import BuildConfig
 from corebuild.regions import Region
 from corebuild.shards.schema import RunStamp
-from corebuild.shards.units import BuildState, marker_name, unit_of
+from corebuild.shards.units import SAMPLING_DIR, BuildState, marker_name, unit_of
 from corebuild.stages.dedupe import Claim, dedupe_key, resolve_duplicates
 from pipelines.plan import locate_stage, unit_stages
 from corebuild.stages.sample import SamplingPlan, SampleConfig, records_of
@@ -62,20 +62,25 @@ class SampleChunkDoFn(_RegionDoFn):
 class SelectDoFn(_RegionDoFn):
     """A region's lowest-rank survivors -> numbered records, plus its sampling summary."""
 
+    def __init__(self, cfg: SampleConfig, regions: dict[str, Region], takes: dict[str, int]):
+        super().__init__(cfg, regions)
+        self.takes = takes
+
     def process(self, item):
         region_id, groups = item
         best = sorted(v for group in groups for v in group)
         rank, x, y = (np.array(col, dtype=float) for col in zip(*best)) if best else (np.empty(0),) * 3
-        result = self.plan(region_id).select(x, y, rank)
+        result = self.plan(region_id).select(x, y, rank, self.takes[region_id])
         summary = {"region_id": region_id, "requested": result.requested, "sampled": len(result.points), "shortfall": result.shortfall_reason}
         yield beam.pvalue.TaggedOutput(SAMPLING_TAG, json.dumps(summary))
         Metrics.counter(NS, "sampled").inc(len(result.points))
         yield from records_of(result, self.cfg)
 
 
-def sample_points(p: beam.Pipeline, cfg: SampleConfig, regions: dict[str, Region]):
-    """Sampling split by chunk; the set is the same however chunks land on workers."""
-    n = max(SamplingPlan(r, cfg).wanted for r in regions.values())
+def sample_points(p: beam.Pipeline, cfg: SampleConfig, regions: dict[str, Region], takes: dict[str, int]):
+    """Sampling split by chunk; the set is the same however chunks land on workers. `takes`:
+    how many points of each region's rank order this round samples (a prefix)."""
+    n = max(takes.values())
     ids = p | "Regions" >> beam.Create(sorted(regions))
     survivors = (
         ids
@@ -90,7 +95,7 @@ def sample_points(p: beam.Pipeline, cfg: SampleConfig, regions: dict[str, Region
         (survivors, present)
         | "Merge" >> beam.Flatten()
         | "ByRegion" >> beam.GroupByKey()
-        | "Select" >> beam.ParDo(SelectDoFn(cfg, regions)).with_outputs(SAMPLING_TAG, main="points")
+        | "Select" >> beam.ParDo(SelectDoFn(cfg, regions, takes)).with_outputs(SAMPLING_TAG, main="points")
     )
 
 
@@ -144,8 +149,8 @@ def locate_units(p: beam.Pipeline, points, cfg: BuildConfig, storage, state: Bui
     n = state.unit_points
     located = (
         points
-        # Finished units are skipped, except their points being retried.
-        | "Pending" >> beam.Filter(lambda r, done, retry: unit_of(r.point_index, n) not in done or r.point_index in retry, state.done, state.retry)
+        # Finished units are skipped, except their points being retried or added (a longer sample).
+        | "Pending" >> beam.Filter(lambda r, done, redo: unit_of(r.point_index, n) not in done or r.point_index in redo, state.done, state.retry | state.grow)
         | "Spread" >> beam.Reshuffle()
         | "BatchLocate" >> beam.BatchElements(min_batch_size=1, max_batch_size=cfg.runner.batch_size)
         | "AsUnit" >> beam.Map(lambda batch: (None, batch))
@@ -168,8 +173,9 @@ def build_pipeline(p: beam.Pipeline, cfg: BuildConfig, region: Region, stamp: Ru
     # The Beam options after `--` are the runner's (credentials may be among them), not the
     # workers': keep them out of every pickled DoFn.
     cfg = dataclasses.replace(cfg, runner=dataclasses.replace(cfg.runner, extra_args=()))
-    sampled = sample_points(p, cfg.sample, {region.id: region})
-    sampled[SAMPLING_TAG] | "WriteSampling" >> beam.ParDo(WriteSamplingDoFn(storage, f"{region.id}/_sampling"))
+    take = SamplingPlan(region, cfg.sample).wanted if state.take is None else state.take
+    sampled = sample_points(p, cfg.sample, {region.id: region}, {region.id: take})
+    sampled[SAMPLING_TAG] | "WriteSampling" >> beam.ParDo(WriteSamplingDoFn(storage, f"{region.id}/{SAMPLING_DIR}"))
     units = locate_units(p, sampled.points, cfg, storage, state)
     for plan in unit_stages(cfg, region):
         units = apply_stage(units, plan, cfg.runner.gpu_accelerator)

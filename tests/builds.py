@@ -7,6 +7,7 @@ import io
 import json
 import math
 from pathlib import Path
+from typing import Optional
 
 import numpy as np
 import pyarrow as pa
@@ -66,6 +67,18 @@ def fake_rows(region_id: str, lat0: float, lon0: float, n: int, spread_m: float 
     return rows
 
 
+def quota_block(n: int, fail_every: int = 5, *, quota: Optional[int] = None, rounds: int = 1, shortfall: Optional[str] = None, trimmed: int = 0, of: str = "kept") -> dict:
+    """The manifest's quota block for a generated build of `n` rows (as `fake_rows` fails them):
+    by default the quota is what it kept (no shortfall)."""
+    kept = n - (n // fail_every if fail_every else 0)
+    quota = kept if quota is None else quota
+    missing = max(quota - (kept if of == "kept" else n), 0)
+    return {
+        "of": of, "quota": quota, "target": quota, "kept": kept, "sampled": n, "rounds": rounds, "yield": round(kept / n, 4) if n else None,
+        "expected_yield": 0.5, "missing": missing, "shortfall": shortfall, "trimmed": trimmed,
+    }
+
+
 def write_fake_build(
     root: str | Path,
     region_id: str,
@@ -79,8 +92,11 @@ def write_fake_build(
     spread_m: float = 3000.0,
     seed: int = 0,
     fail_every: int = 5,
+    quota: Optional[dict] = None,
 ) -> str:
-    """A finished region build at `<root>/<region_id>` (local path or gs:// URL); returns its URL."""
+    """A finished region build at `<root>/<region_id>` (local path or gs:// URL); returns its URL.
+    `quota`: the manifest's quota block (see `quota_block`); None writes a manifest without one,
+    as builds from before top-up rounds have."""
     storage = open_storage(f"{str(root).rstrip('/')}/{region_id}")
     rows = fake_rows(region_id, lat0, lon0, n, spread_m, seed, fail_every)
     schema = shard_schema()
@@ -100,5 +116,7 @@ def write_fake_build(
         "consistent": True,
         "shards": counts["shards"],
     }
+    if quota is not None:
+        manifest["quota"] = quota
     storage.write("manifest.json", json.dumps(manifest, indent=2).encode())
     return storage.url

@@ -37,9 +37,11 @@ def test_build_command_end_to_end_with_synthetic_server_subprocess(tmp_path, man
     r = _cli("build", "--region", "tiny", "--manifests", str(manifests_dir), "--limit", "6", "--output", str(tmp_path))
     assert r.returncode == 0, r.stderr[-3000:]
     line = r.stdout.strip().splitlines()[-1]
-    assert line.startswith("tiny: sampled 6 / kept ") and str(tmp_path / "tiny" / "shards") in line
     m = json.loads((tmp_path / "tiny" / "manifest.json").read_text())
-    assert m["consistent"] and m["counts"]["sampled"] == 6
+    c, q = m["counts"], m["quota"]
+    assert m["consistent"] and c["kept"] == 6 and q["missing"] == 0  # --limit 6: six kept samples
+    assert line.startswith(f"tiny: sampled {c['sampled']} / kept 6 / failed {c['failed']}") and str(tmp_path / "tiny" / "shards") in line
+    assert f"quota 6 kept met; yield {100 * q['yield']:.1f}% in {q['rounds']} round" in line
 
 
 def _build_args(*flags):
@@ -157,7 +159,7 @@ BUILD_FLAGS = {
     "--ocr-threads", "--ocr-backend", "--easyocr-dir", "--segment", "--sam-model", "--sam-checkpoint", "--labeler", "--clip-checkpoint",
     "--describer", "--prompt", "--llm-url", "--llm-model", "--llm-key-env", "--grounding", "--self-review", "--runner", "--streetview-url",
     "--aerial-url", "--aerial-key-env", "--street-provider", "--aerial-preset", "--map-preset", "--mapillary-url", "--local-folder",
-    "--cache", "--rate", "--concurrency", "--roads",
+    "--cache", "--rate", "--concurrency", "--roads", "--road-tags", "--quota-of", "--expected-yield", "--max-rounds",
 }
 # The flags that set no one config field (hand-written in cli._build_parser; none has a default value).
 HAND_WRITTEN = {"-h", "--help", "--overwrite", "--no-progress", "--dry-run-job", "--retry-failed", "--secret", "--retry-attempts", "--max-retry-wait"}
@@ -212,6 +214,9 @@ def test_every_generated_flag_defaults_to_its_field_and_the_help_shows_it(monkey
         value = field_default / x.option.scale if x.option.scale else field_default
         assert action.default == value, x.path
         if value is not None and value != "" and x.type is not bool:
+            if isinstance(value, tuple):  # a comma list, which --help may wrap anywhere
+                assert f"(default:{','.join(value)})" in re.sub(r"\s+", "", shown), x.path
+                continue
             assert (f"(default: {value:g})" if isinstance(value, float) else f"(default: {value})") in shown, x.path
     assert "(default: 256)" in shown and "(default: 25)" in shown and "(default: rapidocr)" in shown  # --shard-mb, --min-spacing, --ocr-backend
     args = build.parse_args(["--region", "demo"])
@@ -241,6 +246,8 @@ def test_every_generated_flag_reaches_its_field():
             value = expected = list(choices)[-1]
         elif x.option.scale:
             value, expected = 3.5, int(3.5 * x.option.scale)
+        elif x.type is tuple or getattr(x.type, "__origin__", None) is tuple:  # a comma list
+            value, expected = "a, b", ("a", "b")
         else:
             value = expected = {int: 7, float: 2.5}.get(x.type, f"v{flag}")
         if flag not in argv:

@@ -1,5 +1,6 @@
 """`corebuild estimate`: what a build of some regions will ask of providers and cost, before it
-runs. Counts come from the manifests' quotas, rates from the demo build and the benchmarks,
+runs. Counts come from the manifests' quotas and the yield assumed (a quota counts kept samples,
+so a build samples about quota / expected yield points), rates from the demo build and the benchmarks,
 prices from published list prices; every number is an `Assumptions` field printed with its
 source, so a reader can see what each figure rests on and override what they know better."""
 
@@ -24,6 +25,7 @@ from corebuild.stages.fetch import choose_providers
 from corebuild.stages.fetch.aerial import AerialConfig, plan_crop
 from corebuild.stages.fetch.fetcher import FetchConfig
 from corebuild.stages.fetch.streetview import StreetViewConfig
+from corebuild.stages.sample import SampleConfig
 from corebuild.regions import Region, load_all, load_region
 
 PRICES_AS_OF = "2025-08"
@@ -39,6 +41,8 @@ GPU_TYPES: dict[str, tuple[float, str, int, float]] = {  # name -> ($/GPU-h, hos
 }
 STREET = ("google_streetview", "mapillary")
 _SV = StreetViewConfig()
+_SAMPLE = SampleConfig()
+QUOTA_OF = ("kept", "sampled")
 
 
 def _a(value: Any, src: str) -> Any:
@@ -48,8 +52,18 @@ def _a(value: Any, src: str) -> Any:
 @dataclass(frozen=True)
 class Assumptions:
     # yield (demo build: 600 sampled, 48 street.zero_results, 27 street.duplicate, 525 kept)
-    located_rate: float = _a(552 / 600, "demo build: 552/600 points had a panorama; real coverage varies by country")
-    capture_rate: float = _a(525 / 600, "demo build: 525/600 kept after 27 duplicate panoramas; paid images follow this")
+    quota_of: str = _a(
+        _SAMPLE.quota_of,
+        "--quota-of (the build's default): kept: a build samples top-up rounds until each region keeps its quota, "
+        "so points sampled = quota / expected_yield; sampled: quota points sampled, kept = quota x capture_rate",
+    )
+    expected_yield: float = _a(
+        _SAMPLE.expected_yield,
+        "--expected-yield (the build's default): share of sampled points kept, under --quota-of kept; the demo build "
+        "measured about 87% (525/600) on synthetic imagery, real Street View yield depends on the region's coverage",
+    )
+    located_rate: float = _a(552 / 600, "demo build: 552/600 points had a panorama; real coverage varies by country (--quota-of kept: splits the points not kept)")
+    capture_rate: float = _a(525 / 600, "demo build: 525/600 kept after 27 duplicate panoramas; the yield under --quota-of sampled")
     # requests per captured point
     headings: int = _a(len(_SV.headings), "StreetViewConfig.headings (0/90/180/270): one image request each")
     street_view_px: int = _a(_SV.width, "StreetViewConfig: 640x640 views")
@@ -105,6 +119,24 @@ class Assumptions:
     @staticmethod
     def sources() -> dict[str, str]:
         return {f.name: f.metadata["src"] for f in dataclasses.fields(Assumptions)}
+
+
+def counts(quota: float, a: Assumptions) -> tuple[float, float, float]:
+    """(points sampled, points with imagery found, points kept) for a quota. Linear in the
+    quota, so the sum over regions is the counts of the summed quotas."""
+    if a.quota_of == "sampled":
+        return quota, quota * a.located_rate, quota * a.capture_rate
+    points = quota / a.expected_yield
+    # the points not kept split between no imagery and duplicates as the demo's failures did
+    duplicate_share = _per(a.located_rate - a.capture_rate, 1 - a.capture_rate)
+    return points, quota + (points - quota) * duplicate_share, quota
+
+
+def check_quota(a: Assumptions) -> None:
+    if a.quota_of not in QUOTA_OF:
+        raise ConfigError(f"unknown --quota-of {a.quota_of!r}; known: {', '.join(QUOTA_OF)}")
+    if not (math.isfinite(a.expected_yield) and 0 < a.expected_yield <= 1):
+        raise ConfigError(f"--expected-yield must be a share in (0, 1], got {a.expected_yield!r}")
 
 
 def with_gpu(a: Assumptions, gpu_type: str) -> Assumptions:
@@ -212,7 +244,7 @@ def add_region(t: Tally, r: Region, sources: tuple[str, AerialConfig, Optional[A
     """Add one region's requests, bytes and CPU/GPU seconds to `t`."""
     street, aerial, mcfg = sources
     t.providers.add(street)
-    points, captured = r.quota, r.quota * a.capture_rate
+    points, _, captured = counts(r.quota, a)
     views, px, img_bytes = _add_street(t, street, a, points, captured)
     tpc, mtpc = _add_tiles(t, aerial, mcfg, captured)
     t.requests["lvlm"] += captured if describer != "template" else 0.0
@@ -279,6 +311,21 @@ def dataflow_costs(cpu: dict[str, Any], gpu: dict[str, Any], a: Assumptions) -> 
     return dataflow
 
 
+def quota_note(a: Assumptions) -> str:
+    if a.quota_of == "sampled":
+        return (
+            "Quotas count sampled points (--quota-of sampled): every quota is assumed sampled in full in one round, "
+            f"{a.capture_rate:.1%} of them kept (capture_rate); a shortfall lowers every figure."
+        )
+    return (
+        f"Quotas count kept samples (--quota-of kept, the build's default): every quota is assumed kept in full, from "
+        f"quota / {a.expected_yield:g} points sampled: yield assumed {a.expected_yield:.0%}, override with --expected-yield "
+        "(the demo build measured about 87% on synthetic imagery; real Street View yield depends on the region's coverage). "
+        "Metadata requests, searches and failure rows follow points sampled; images, tiles, OCR and describe follow kept samples. "
+        "Not counted: points a last top-up round processed past the quota (trimmed), and shortfalls (candidates exhausted, --max-rounds)."
+    )
+
+
 def estimate_notes(a: Assumptions, describer: str) -> list[str]:
     return [
         f"Prices: {CHECK}. The total is one build plus one month of storage.",
@@ -289,8 +336,8 @@ def estimate_notes(a: Assumptions, describer: str) -> list[str]:
         "Google Maps Platform Terms restrict bulk download, caching and ML-training use of Street View images: a price is not a licence.",
         "Aerial/map tiles are not priced: each tile source (Esri, Bing, Mapbox, OSM) has its own price and terms; "
         "OSM's tile policy forbids bulk downloads at high zoom without permission.",
-        "Every quota is assumed sampled in full (a shortfall lowers every figure); "
-        "retries, reruns without --cache and the cache's own bytes are not counted.",
+        quota_note(a),
+        "Retries, reruns without --cache and the cache's own bytes are not counted.",
     ] + (["The openai endpoint is priced as Dataflow GPU workers of this type (self-hosted vllm serve); a hosted API bills per token."] if describer == "openai" else [])
 
 
@@ -307,11 +354,12 @@ def estimate(
     presets) beats a manifest's `providers`, which beats the default, as in `corebuild build`."""
     if describer not in DESCRIBERS.names():
         raise ConfigError(f"unknown describer {describer!r}; known: {', '.join(DESCRIBERS.names())}")
+    check_quota(a)
     t = Tally()
     for r in regions:
         add_region(t, r, region_sources(r, street_provider, aerial_preset, map_preset), a, describer, segment)
-    points = sum(r.quota for r in regions)
-    captured = points * a.capture_rate
+    quota = sum(r.quota for r in regions)
+    points, located, captured = counts(quota, a)
     cpu, gpu = cpu_figures(t, a, describer, points, captured), gpu_figures(t, a)
     provider, dataflow = provider_costs(t.requests, a), dataflow_costs(cpu, gpu, a)
     storage = t.written / GIB * a.gcs_gb_month
@@ -325,8 +373,10 @@ def estimate(
     }
     return {
         "regions": len(regions),
+        "quota": quota,
+        "quota_of": a.quota_of,
         "points": points,
-        "located": points * a.located_rate,
+        "located": located,
         "captured": captured,
         "choices": choices,
         "requests": {k: round(v) for k, v in t.requests.items()},
@@ -359,17 +409,28 @@ def format_estimate(res: dict[str, Any]) -> str:
     tok = res["lvlm_tokens_per_request"]
     tiles = ", ".join(f"{k}: {v:.2f}" for k, v in res["tiles_per_crop"].items())
     asm = {k: v["value"] for k, v in res["assumptions"].items()}
-    rows: list[tuple[str, str, str]] = [
-        ("points sampled", f"{res['points']:,}", f"sum of {res['regions']} manifest quotas"),
-        ("points with imagery found", f"{res['located']:,.0f}", "located_rate (the rest: no imagery, failure rows)"),
-        ("points kept (captured)", f"{res['captured']:,.0f}", "capture_rate (located minus duplicates)"),
-        ("requests: street metadata", f"{req['street_metadata']:,}", "1 per point (google_streetview)"),
-        ("requests: street images", f"{req['street_images']:,}", "capture_rate x headings"),
-        ("requests: mapillary search", f"{req['mapillary_search']:,}", "1 per point (mapillary)"),
-        ("requests: mapillary images", f"{req['mapillary_images']:,}", "capture_rate x 1 thumbnail"),
-        ("requests: aerial tiles", f"{req['aerial_tiles']:,}", f"capture_rate x tiles per crop ({tiles}; plan_crop/mercantile, 256 centres)"),
-        ("requests: map tiles", f"{req['map_tiles']:,}", "capture_rate x tiles per crop (--map-preset)"),
-        ("requests: LVLM", f"{req['lvlm']:,}", f"1 per captured point ({ch['describer']})"),
+    quotas = f"sum of {res['regions']} manifest quotas: {res['quota']:,}"
+    if res["quota_of"] == "sampled":
+        counted = [
+            ("points sampled", f"{res['points']:,.0f}", f"{quotas} (--quota-of sampled)"),
+            ("points with imagery found", f"{res['located']:,.0f}", "located_rate (the rest: no imagery, failure rows)"),
+            ("points kept (captured)", f"{res['captured']:,.0f}", "capture_rate (located minus duplicates)"),
+        ]
+    else:
+        counted = [
+            ("points sampled", f"{res['points']:,.0f}", f"quota / expected_yield ({quotas} kept, --quota-of kept)"),
+            ("points with imagery found", f"{res['located']:,.0f}", "kept + the points not kept split as the demo's failures (located_rate, capture_rate)"),
+            ("points kept (captured)", f"{res['captured']:,.0f}", "the quotas (--quota-of kept)"),
+        ]
+    counted.append(("yield (kept / sampled)", f"{_per(res['captured'], res['points']):.1%}", "capture_rate" if res["quota_of"] == "sampled" else "expected_yield (--expected-yield)"))
+    rows: list[tuple[str, str, str]] = counted + [
+        ("requests: street metadata", f"{req['street_metadata']:,}", "1 per point sampled (google_streetview)"),
+        ("requests: street images", f"{req['street_images']:,}", "kept x headings"),
+        ("requests: mapillary search", f"{req['mapillary_search']:,}", "1 per point sampled (mapillary)"),
+        ("requests: mapillary images", f"{req['mapillary_images']:,}", "kept x 1 thumbnail"),
+        ("requests: aerial tiles", f"{req['aerial_tiles']:,}", f"kept x tiles per crop ({tiles}; plan_crop/mercantile, 256 centres)"),
+        ("requests: map tiles", f"{req['map_tiles']:,}", "kept x tiles per crop (--map-preset)"),
+        ("requests: LVLM", f"{req['lvlm']:,}", f"1 per kept point ({ch['describer']})"),
         ("LVLM tokens per request", f"{tok['prompt_text']} + {tok['prompt_images']} image + {tok['completion']} out", "prompt_text_tokens, image_patch_px, completion_tokens"),
         ("cost: street images", _usd(res["provider_cost_usd"]["street_images"]), "sv_tiers"),
         ("cost: street metadata", _usd(res["provider_cost_usd"]["street_metadata"]), "sv_metadata_per_1000"),
@@ -396,9 +457,9 @@ def format_estimate(res: dict[str, Any]) -> str:
     ]
     w0, w1 = max(len(r[0]) for r in rows), max(len(r[1]) for r in rows)
     what = ", ".join(f"{k} {'/'.join(v) if isinstance(v, list) else v}" for k, v in ch.items() if v)
-    out = [f"corebuild estimate: {res['regions']} regions, {res['points']:,} points ({what})", ""]
+    out = [f"corebuild estimate: {res['regions']} regions, {res['points']:,.0f} points ({what})", ""]
     out += [f"{a:<{w0}}  {b:>{w1}}  {c}".rstrip() for a, b, c in rows]
-    out += ["", "assumptions (override in corebuild.dataset.estimate.Assumptions; --gpu-tokens-per-s, --gpu-type):"]
+    out += ["", "assumptions (override in corebuild.dataset.estimate.Assumptions; --quota-of, --expected-yield, --gpu-tokens-per-s, --gpu-type):"]
     wa = max(len(k) for k in res["assumptions"])
     for k, v in res["assumptions"].items():
         val = f"{v['value']:.6g}" if isinstance(v["value"], float) else str(v["value"])
@@ -424,9 +485,11 @@ def select_regions(spec: str, manifests_dir: str | Path) -> list[Region]:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--regions", default="all", help="all (the generated regions) or comma-separated ids (default all)")
-    from corebuild.config import add_data_flags
+    from corebuild.config import BuildConfig, add_data_flags
+    from corebuild.options import add_flags
 
     add_data_flags(parser)
+    add_flags(parser, BuildConfig, only=("--quota-of", "--expected-yield"))  # the build's defaults and help
     parser.add_argument("--street-provider", choices=STREET, default=None, help="overrides the manifests (default: manifest, else google_streetview)")
     parser.add_argument("--aerial-preset", default=None, help="aerial source preset (default: manifest, else XYZ z20 256 px)")
     parser.add_argument("--map-preset", default=None, help="add the map-tile modality, e.g. osm")
@@ -438,7 +501,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
-    a = with_gpu(Assumptions(), args.gpu_type)
+    a = dataclasses.replace(with_gpu(Assumptions(), args.gpu_type), quota_of=args.quota_of, expected_yield=args.expected_yield)
     if args.gpu_tokens_per_s is not None:
         if not (math.isfinite(args.gpu_tokens_per_s) and 1e-3 <= args.gpu_tokens_per_s <= 1e9):
             raise ConfigError(f"--gpu-tokens-per-s must be a finite rate between 0.001 and 1e9, got {args.gpu_tokens_per_s!r}")

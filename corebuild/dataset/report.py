@@ -304,6 +304,48 @@ def _pct(n: int, d: int) -> str:
     return f"{100 * n / d:.1f}%" if d else "–"
 
 
+def _quota_table(ms: list[dict[str, Any]], rids: list[str]) -> str:
+    """Quota, kept, sampled, rounds, yield and shortfall per region, from the manifests' `quota`
+    block. Builds from before top-up rounds have none: their kept and sampled come from `counts`
+    (the yield is then honest too); what they aimed for and how many rounds they ran are not known."""
+    tot = {"quota": 0, "kept": 0, "sampled": 0}
+    short, known = 0, True
+
+    def td(rid: str, col: str, v: Any, num: bool = True) -> str:
+        cls = ' class="num"' if num else ""
+        return f'<td{cls} data-region="{_e(rid)}" data-col="quota.{col}">{_e("–" if v is None else v)}</td>'
+
+    body = ""
+    for rid, m in zip(rids, ms):
+        q, c = m.get("quota"), m.get("counts", {})
+        kept, sampled = (int(q.get("kept", 0)), int(q.get("sampled", 0))) if q else (int(c.get("kept", 0)), int(c.get("sampled", 0)))
+        tot["kept"] += kept
+        tot["sampled"] += sampled
+        if q:
+            tot["quota"] += int(q.get("quota", 0))
+            short += bool(q.get("shortfall"))
+        else:
+            known = False
+        get, ey = (q or {}).get, (q or {}).get("expected_yield")
+        row = [("quota", get("quota")), ("target", get("target")), ("of", get("of")), ("kept", kept), ("sampled", sampled), ("rounds", get("rounds"))]
+        row += [("yield", _pct(kept, sampled)), ("expected_yield", None if ey is None else f"{100 * ey:.0f}%")]
+        row += [("missing", get("missing")), ("trimmed", get("trimmed"))]
+        cells = "".join(td(rid, k, v) for k, v in row)
+        cells += td(rid, "shortfall", (q.get("shortfall") or "none") if q else None, num=False)
+        body += f"<tr><td>{_e(rid)}</td>{cells}</tr>"
+    total = [("quota", tot["quota"] if known else None), ("target", None), ("of", None), ("kept", tot["kept"]), ("sampled", tot["sampled"])]
+    total += [("rounds", None), ("yield", _pct(tot["kept"], tot["sampled"])), ("expected_yield", None), ("missing", None), ("trimmed", None)]
+    totals = "".join(td("*total*", k, v) for k, v in total) + td("*total*", "shortfall", f"{short} region(s)" if short else ("none" if known else None), num=False)
+    body += f"<tr><th>total</th>{totals}</tr>"
+    head = "".join(f"<th>{h}</th>" for h in ("region", "quota", "target", "counts", "kept", "sampled", "rounds", "yield", "expected yield", "missing", "trimmed", "shortfall"))
+    return (
+        '<h2 id="quota">Quota</h2><p>From manifest.json: the quota (target: after --limit) counts kept samples, or sampled points '
+        "under --quota-of sampled; yield is kept / sampled; trimmed points were processed past the quota and dropped. "
+        "– : not recorded (a build from before top-up rounds).</p>"
+        f'<div class="scroll"><table class="quota"><tr>{head}</tr>{body}</table></div>'
+    )
+
+
 def _tables(regions: list[_Region], total_stats: dict[str, float]) -> str:
     ms = [g.build.manifest for g in regions]
     counts = [m.get("counts", {}) for m in ms]
@@ -360,7 +402,7 @@ def _tables(regions: list[_Region], total_stats: dict[str, float]) -> str:
         '<h2 id="provenance">Provenance</h2><div class="scroll"><table><tr><th>region</th><th>build id</th><th>started (UTC)</th><th>code version</th>'
         f"<th>config hash</th><th>describer</th><th>OCR</th><th>segmentation</th><th>mask labels</th><th>prompt</th></tr>{prov}</table></div>"
     )
-    return summary + failures + stats + provenance
+    return summary + _quota_table(ms, [g.build.region_id for g in regions]) + failures + stats + provenance
 
 
 def write_report(build_url_or_root: str | Path, out_dir: str | Path, gallery: int = 48, seed: int = 0) -> Path:
@@ -400,7 +442,7 @@ def write_report(build_url_or_root: str | Path, out_dir: str | Path, gallery: in
     page = [
         f"<!doctype html><html lang='en'><head><meta charset='utf-8'><title>{_e(title)}</title><style>{CSS}</style></head><body>",
         f"<h1>{_e(title)}</h1><p>{len(regions)} region build(s); generated {datetime.now(timezone.utc).strftime('%Y-%m-%d %H:%M UTC')}. "
-        '<a href="#summary">regions</a> · <a href="#coverage">coverage</a> · <a href="#failures">failures</a> · <a href="#text">text</a> · '
+        '<a href="#summary">regions</a> · <a href="#quota">quota</a> · <a href="#coverage">coverage</a> · <a href="#failures">failures</a> · <a href="#text">text</a> · '
         '<a href="#provenance">provenance</a> · <a href="#gallery">gallery</a></p>',
         _tables(regions, _pooled_stats(regions, seed)),
         f'<h2 id="coverage">Coverage</h2>{_world(regions, img)}<p>{legend}</p><div class="maps">{maps}</div>',

@@ -28,10 +28,12 @@ from corebuild.running.provenance import code_version, library_versions
 from corebuild.running.progress import UnitProgress
 from corebuild.regions import Region, load_region
 from corebuild.failures import TRANSIENT, parse_retry_selection
-from corebuild.running.resume import BUILD_FILE, note_attempt, start_build
-from corebuild.shards.units import BuildState, check_units, read_markers, remove_orphans, retry_selection, units_for
+from corebuild.running.resume import note_attempt, read_build, start_build
+from corebuild.running.rounds import quota_summary, run_rounds
+from corebuild.shards.units import SAMPLING_DIR, BuildState, check_units, read_markers, remove_orphans, retry_selection, units_for
 from corebuild.stages.roads import load_roads
 from corebuild.stages.sample import SamplingPlan
+from corebuild.stages.write import UnitWriter
 from corebuild.shards.storage import open_storage
 from corebuild.shards.schema import RunStamp
 
@@ -70,9 +72,16 @@ class BuildResult:
         c = m["counts"]
         reasons = ", ".join(f"{k} {v}" for k, v in c["failed_by_reason"].items())
         retried = m.get("retried")
+        q = m.get("quota") or {}
+        quota = ""
+        if q:
+            y = "-" if q["yield"] is None else f"{100 * q['yield']:.1f}%"
+            held = "met" if not q["missing"] else f"{q['missing']} short: {q['shortfall']}"
+            quota = f"; quota {q['target']} {q['of']} {held}; yield {y} in {q['rounds']} round{'s' * (q['rounds'] != 1)}"
         return (
             f"{m['region_id']}: sampled {c['sampled']} / kept {c['kept']} / failed {c['failed']}"
             + (f" ({reasons})" if reasons else "")
+            + quota
             + (f"; retried {retried['points']} failure row(s)" if retried else "")
             + f" in {m['timings']['total_s']:.1f} s -> {self.out_url}/shards"
             + (f"\n{self.transient} transient failure(s) remain (quota, 429/5xx, timeouts): rerun the same command with --retry-failed" if self.transient else "")
@@ -265,25 +274,36 @@ def run_pipeline(*args, **kwargs):
     return run(*args, **kwargs)
 
 
-def execute(prep: Prepared, pipeline_factory: Optional[Callable] = None, progress: bool = True) -> float:
-    """The Beam pipeline, watched by the progress bar; returns its wall seconds."""
-    cfg, region, state = prep.cfg, prep.region, prep.state
-    wanted = SamplingPlan(region, cfg.sample).wanted
+def execute(prep: Prepared, state: BuildState, round_no: int = 1, pipeline_factory: Optional[Callable] = None, progress: bool = True) -> float:
+    """One round's Beam pipeline, watched by the progress bar; returns its wall seconds."""
+    cfg, region = prep.cfg, prep.region
+    take = SamplingPlan(region, cfg.sample).wanted if state.take is None else state.take
     t0 = time.perf_counter()
     beam_log, quiet = logging.getLogger("apache_beam.runners.common"), _NoTracebackForOurErrors()
     beam_log.addFilter(quiet)
     try:
-        with UnitProgress(prep.storage, region.id, units_for(wanted, state.unit_points), state.unit_points, enabled=progress, attempt=state.attempt, retry_units=state.retry_units):
+        with UnitProgress(
+            prep.storage, region.id, units_for(take, state.unit_points), state.unit_points, enabled=progress,
+            retry_units=state.retry_units, round_no=round_no, target=SamplingPlan(region, cfg.sample).wanted if cfg.sample.quota_of == "kept" else None,
+        ):
             run_pipeline(cfg, region, prep.stamp, prep.storage, state, test_pipeline=pipeline_factory() if pipeline_factory else None)
     finally:
         beam_log.removeFilter(quiet)
     return time.perf_counter() - t0
 
 
+def execute_rounds(prep: Prepared, pipeline_factory: Optional[Callable] = None, progress: bool = True) -> float:
+    """The build's sampling rounds (one under --quota-of sampled; corebuild.running.rounds)."""
+    writer = UnitWriter(prep.storage, prep.cfg.write, prep.stamp, prep.state.attempt, frozenset())
+    return run_rounds(prep, lambda state, r: execute(prep, state, r, pipeline_factory, progress), writer.shard_writer)
+
+
 def _manifest(prep: Prepared, sampling: list[dict], markers: list[dict], counts: dict[str, Any], unit_problem: Optional[str], timings: dict) -> dict[str, Any]:
     region, stamp, state = prep.region, prep.stamp, prep.state
     sampled = sum(s["sampled"] for s in sampling)
-    build_doc = json.loads(prep.storage.read(f"{region.id}/{BUILD_FILE}") or b"{}")
+    build_doc = read_build(prep.storage, region.id)
+    shortfall = "; ".join(s["shortfall"] for s in sampling if s.get("shortfall")) or None
+    quota = quota_summary(prep.cfg.sample, region.quota, SamplingPlan(region, prep.cfg.sample).wanted, {**counts, "sampled": sampled, "sampling_shortfall": shortfall}, build_doc)
     return {
         "build_id": stamp.build_id,
         "region_id": region.id,
@@ -296,6 +316,7 @@ def _manifest(prep: Prepared, sampling: list[dict], markers: list[dict], counts:
         "models": prep.models,
         "libraries": library_versions(),
         "sampling": sampling,
+        "quota": quota,
         "units": {"unit_points": state.unit_points, "done": len(markers), "done_before_this_attempt": len(state.done), "problem": unit_problem},
         "counts": {"sampled": sampled, **{k: v for k, v in counts.items() if k != "shards"}},
         "retried": prep.retried,
@@ -308,7 +329,7 @@ def _manifest(prep: Prepared, sampling: list[dict], markers: list[dict], counts:
 def finalize(prep: Prepared, pipeline_s: float, t0: float) -> BuildResult:
     """manifest.json, counted from the stored shards; an inconsistent build is an error."""
     storage, region = prep.storage, prep.region
-    sampling = [json.loads(storage.read(n) or b"{}") for n in storage.list(f"{region.id}/_sampling/")]
+    sampling = [json.loads(storage.read(n) or b"{}") for n in storage.list(f"{region.id}/{SAMPLING_DIR}/")]
     sampled = sum(s["sampled"] for s in sampling)
     markers = read_markers(storage, region.id)
     remove_orphans(storage, region.id, markers)
@@ -342,7 +363,7 @@ def run_build(
         if prep.dry_run:  # DataflowRunner returns the job it would submit; no shards to wait for, no manifest
             result = run_pipeline(prep.cfg, prep.region, prep.stamp, prep.storage, prep.state, test_pipeline=pipeline_factory() if pipeline_factory else None)
             return DryRunResult(prep.region.id, prep.storage.join(prep.region.id), complete_job(result.job))
-        pipeline_s = execute(prep, pipeline_factory, progress)
+        pipeline_s = execute_rounds(prep, pipeline_factory, progress)
     finally:
         prep.close()
     return finalize(prep, pipeline_s, t0)

@@ -19,7 +19,7 @@ from typing import Any
 
 from corebuild.errors import ConfigError
 from corebuild.shards.storage import Storage
-from corebuild.shards.units import DONE_DIR, SHARDS_DIR, BuildState, done_units
+from corebuild.shards.units import DONE_DIR, SAMPLING_DIR, SHARDS_DIR, BuildState, done_units
 
 log = logging.getLogger("corebuild.running.resume")
 BUILD_FILE = "_build.json"
@@ -39,7 +39,7 @@ def start_build(storage: Storage, region_id: str, build_id: str, config_hash: st
     there is none (or `overwrite`); refuse, naming the differences, if it was made with another."""
     raw = storage.read(f"{region_id}/{BUILD_FILE}")
     prev = json.loads(raw) if raw else None
-    leftovers = [n for d in (SHARDS_DIR, DONE_DIR, "_sampling") for n in storage.list(f"{region_id}/{d}/")]
+    leftovers = [n for d in (SHARDS_DIR, DONE_DIR, SAMPLING_DIR) for n in storage.list(f"{region_id}/{d}/")]
     if prev is not None and not overwrite and prev.get("config_hash") != config_hash:
         diff = _config_diff(prev.get("config", {}), config)
         raise ConfigError(
@@ -75,9 +75,20 @@ def start_build(storage: Storage, region_id: str, build_id: str, config_hash: st
     return BuildState(build_id, config_hash, unit_points, 1, frozenset(), False)
 
 
+def read_build(storage: Storage, region_id: str) -> dict[str, Any]:
+    return json.loads(storage.read(f"{region_id}/{BUILD_FILE}") or b"{}")
+
+
+def update_build(storage: Storage, region_id: str, **fields: Any) -> dict[str, Any]:
+    """Set top-level fields of _build.json (the sampling rounds); returns the document."""
+    doc = {**read_build(storage, region_id), **fields}
+    storage.write(f"{region_id}/{BUILD_FILE}", json.dumps(doc, indent=2).encode())
+    return doc
+
+
 def note_attempt(storage: Storage, region_id: str, **fields: Any) -> None:
     """Add what this attempt does (a retry pass) to its entry in _build.json."""
-    doc = json.loads(storage.read(f"{region_id}/{BUILD_FILE}") or b"{}")
+    doc = read_build(storage, region_id)
     doc["attempts"][-1].update(fields)
     storage.write(f"{region_id}/{BUILD_FILE}", json.dumps(doc, indent=2).encode())
 

@@ -25,6 +25,9 @@ DONE_DIR = "_done"
 SHARDS_DIR = "shards"
 
 
+SAMPLING_DIR = "_sampling"  # one JSON per region: points requested and sampled, any shortfall
+
+
 def unit_of(point_index: int, unit_points: int) -> int:
     return point_index // unit_points
 
@@ -63,10 +66,13 @@ class BuildState:
     done: frozenset[int]  # units with a completion marker
     resumed: bool
     retry: frozenset[int] = frozenset()  # point indices of finished units whose failure rows are re-attempted
+    take: Optional[int] = None  # points of the rank order this round samples; None: the region's target
+    grow: frozenset[int] = frozenset()  # point indices a longer sample adds to finished units that end short
 
     @property
     def retry_units(self) -> frozenset[int]:
-        return frozenset(unit_of(i, self.unit_points) for i in self.retry)
+        """Finished units that this run rewrites (retried points, points added)."""
+        return frozenset(unit_of(i, self.unit_points) for i in self.retry | self.grow)
 
 
 def _class_counts(rows: Iterable[dict]) -> dict[str, int]:
@@ -127,29 +133,80 @@ def merge_unit(
     storage: Storage, region_id: str, unit: int, records: Sequence[Record], row_of: Callable[[Record], dict], writer_factory, attempt: int, claims: list
 ) -> dict[str, Any]:
     """A finished unit whose rows `records` replace (a retry pass, or a dedupe outcome that
-    changed): the whole unit is written again as its next generation of shards, then its marker
-    switches to them (the commit), then the old generation is deleted. Killed anywhere, the
-    marker names one whole generation and the other is an orphan the next run removes."""
+    changed) or extend (a top-up round's points past the end of a unit that ends short): the
+    whole unit is written again as its next generation of shards, then its marker switches to
+    them (the commit), then the old generation is deleted. Killed anywhere, the marker names one
+    whole generation and the other is an orphan the next run removes."""
     marker = json.loads(storage.read(marker_name(region_id, unit)) or b"{}")
-    replace = {r.sample_id: r for r in records}
-    unknown = sorted(set(r.point_index for r in records) - set(marker.get("points", [])))
-    if unknown:
-        raise ValueError(f"unit u{unit:05d} of {region_id} has no points {unknown[:5]}")
+    have = set(marker.get("points", []))
+    added = [r for r in records if r.point_index not in have]
+    misplaced = sorted(r.point_index for r in added if r.point_index <= max(have, default=-1))
+    if misplaced:  # a unit only grows at its end
+        raise ValueError(f"unit u{unit:05d} of {region_id} has no points {misplaced[:5]}")
+    replace = {r.sample_id: r for r in records if r.point_index in have}
     old = read_unit_rows(storage, region_id, marker)
     rows = [row_of(replace[row["sample_id"]]) if row["sample_id"] in replace else {**row, "failure_class": failure_class(row["failure_reason"])} for row in old]
-    rows.sort(key=lambda row: row["point_index"])
+    rows = sorted(rows + [row_of(r) for r in added], key=lambda row: row["point_index"])
+    kept_claims = {r.sample_id for r in records}
+    claims = [c for c in marker.get("claims", []) if c[2] not in kept_claims] + claims
+    claims.sort(key=lambda c: c[1])
+    history = {}
+    if replace:
+        history["retried"] = marker.get("retried", []) + [{"attempt": attempt, "points": sorted(replace[s].point_index for s in replace)}]
+    if added:
+        history["grown"] = marker.get("grown", []) + [{"attempt": attempt, "points": [min(r.point_index for r in added), max(r.point_index for r in added)]}]
+    return _next_generation(storage, region_id, marker, rows, claims, writer_factory, attempt, **history)
+
+
+def _next_generation(storage: Storage, region_id: str, marker: dict[str, Any], rows: Sequence[dict], claims: list, writer_factory, attempt: int, **extra) -> dict[str, Any]:
+    """Store `rows` as the unit's next generation, switch its marker to them (the commit), then
+    delete the old generation's shards."""
+    unit = int(marker["unit"])
     generation = int(marker.get("generation", 0)) + 1
     shards = _store_rows(storage, shard_prefix(region_id, unit, generation), rows, writer_factory)
-    claims = [c for c in marker.get("claims", []) if c[2] not in replace] + claims
-    claims.sort(key=lambda c: c[1])
-    retried = marker.get("retried", []) + [{"attempt": attempt, "points": sorted(replace[s].point_index for s in replace)}]
-    new = _marker(region_id, unit, rows, shards, claims, attempt, generation, retried=retried)
+    history = {k: marker[k] for k in ("retried", "grown", "cut") if k in marker}
+    new = _marker(region_id, unit, rows, shards, claims, attempt, generation, **{**history, **extra})
     storage.write(marker_name(region_id, unit), json.dumps(new).encode())
     keep = {s["path"] for s in shards}
     for s in marker.get("shards", []):
         if s["path"] not in keep:
             storage.delete(f"{region_id}/{SHARDS_DIR}/{s['path']}")
     return new
+
+
+def cut_unit(storage: Storage, region_id: str, marker: dict[str, Any], below: int, writer_factory, attempt: int) -> dict[str, Any]:
+    """A finished unit that straddles the end of a trimmed sample: only its points below `below`
+    stay, written as its next generation (rows and dedupe claims alike). Returns the marker."""
+    rows = [{**row, "failure_class": failure_class(row["failure_reason"])} for row in read_unit_rows(storage, region_id, marker) if row["point_index"] < below]
+    rows.sort(key=lambda row: row["point_index"])
+    claims = [c for c in marker.get("claims", []) if c[1] < below]
+    cut = marker.get("cut", []) + [{"attempt": attempt, "below": below, "dropped": len(marker["points"]) - len(rows)}]
+    return _next_generation(storage, region_id, marker, rows, claims, writer_factory, attempt, cut=cut)
+
+
+def drop_unit(storage: Storage, region_id: str, marker: dict[str, Any]) -> None:
+    """A finished unit wholly past the end of a trimmed sample: its marker first (from then on
+    its shards are orphans, which any later run removes), then its shards."""
+    storage.delete(marker_name(region_id, int(marker["unit"])))
+    for s in marker.get("shards", []):
+        storage.delete(f"{region_id}/{SHARDS_DIR}/{s['path']}")
+
+
+def finished_units(markers: Sequence[dict[str, Any]], take: int, unit_points: int) -> tuple[frozenset[int], frozenset[int]]:
+    """(units done for a sample of `take` points, points to add to them). A unit whose marker
+    holds a prefix of its points (the last unit of a shorter sample, or one a trim cut short)
+    is done and grows by the rest of its points below `take`; any other gap redoes the unit."""
+    done: set[int] = set()
+    grow: set[int] = set()
+    for m in markers:
+        lo = int(m["unit"]) * unit_points
+        hi = min(lo + unit_points, take)
+        points = set(m["points"])
+        if lo >= take or points != set(range(lo, lo + len(points))):
+            continue
+        done.add(int(m["unit"]))
+        grow.update(range(lo + len(points), hi))
+    return frozenset(done), frozenset(grow)
 
 
 def retry_selection(storage: Storage, region_id: str, markers: Sequence[dict[str, Any]], selection: Optional[Iterable[str]]) -> dict[str, int]:

@@ -55,7 +55,15 @@ class SampleConfig:
         None, flag="--roads", hashed=False, metavar="FILE", unset="the manifest's roads, else none: over the whole area",
         help="sample along the roads of this file (.osm.pbf / .osm, or GeoJSON lines with a highway property)",
     )
-    road_tags: tuple[str, ...] = ROAD_TAGS  # the highway values that count as roads
+    road_tags: tuple[str, ...] = option(ROAD_TAGS, flag="--road-tags", metavar="TAG,TAG", help="the highway values that count as roads (with --roads)")
+    # What a region's quota counts. "kept": top-up rounds (corebuild.running.rounds) sample the
+    # next points of the rank order until the region holds its quota of kept samples.
+    quota_of: str = option("kept", flag="--quota-of", choices=("kept", "sampled"), help="what a region's quota (and --limit) counts: kept samples (top-up rounds) or sampled points")
+    # Sizes the candidate pool under --quota-of kept (about oversample x quota / expected_yield
+    # survivors) and corebuild estimate's requests; the rounds themselves use the measured yield.
+    expected_yield: float = option(0.5, flag="--expected-yield", help="share of sampled points expected to be kept (sizes the candidate pool and the estimate)")
+    max_rounds: int = option(5, flag="--max-rounds", hashed=False, help="at most this many sampling rounds per build (--quota-of kept)")
+    round_margin: float = option(1.1, hashed=False)  # a top-up round asks for this much more than the measured yield needs
 
 
 @dataclass(frozen=True)
@@ -91,6 +99,8 @@ class SamplingPlan:
 
     def __init__(self, region: Region, cfg: SampleConfig):
         self.region, self.cfg = region, cfg
+        # The region's target: its quota, or --limit's prefix of it (kept samples, or sampled
+        # points under --quota-of sampled). A top-up round samples more than this (select's `take`).
         self.wanted = region.quota if cfg.limit is None else min(cfg.limit, region.quota)
         lat0, lon0 = region.centroid
         self.fwd, self.inv = equal_area(lat0, lon0)
@@ -130,6 +140,14 @@ class SamplingPlan:
         return float(inside.length * self._valid(shapely.get_x(at), shapely.get_y(at)).mean())
 
     # --- density ----------------------------------------------------------------------------
+    @property
+    def pool_quota(self) -> float:
+        """Points the candidate pool must hold: the quota, or under --quota-of kept the points
+        expected to be sampled to keep it (quota / expected yield)."""
+        if self.cfg.quota_of == "kept":
+            return self.region.quota / min(max(self.cfg.expected_yield, 0.01), 1.0)
+        return float(self.region.quota)
+
     @cached_property
     def extent(self) -> float:
         """What candidates spread over: land area (m²), or along roads their length (m)."""
@@ -148,7 +166,7 @@ class SamplingPlan:
     def density(self) -> float:
         """Candidates per m² (per m of road) so that ~oversample x quota survive the hard-core
         thinning. Matérn II keeps (1 - exp(-λc)) / c per unit for c = π d² (2 d along a road)."""
-        target = self.cfg.oversample * self.region.quota
+        target = self.cfg.oversample * self.pool_quota
         area = self.extent
         if area <= 0:
             return 0.0
@@ -259,13 +277,14 @@ class SamplingPlan:
         return self.survivors((cx * k, cx * k + k - 1, cy * k, cy * k + k - 1))
 
     # --- selection --------------------------------------------------------------------------
-    def select(self, x: np.ndarray, y: np.ndarray, rank: np.ndarray) -> SampleResult:
-        """The `wanted` survivors of lowest rank, as (lat, lon) in rank order."""
-        order = np.argsort(rank, kind="stable")[: self.wanted]
+    def select(self, x: np.ndarray, y: np.ndarray, rank: np.ndarray, take: Optional[int] = None) -> SampleResult:
+        """The `take` (default `wanted`) survivors of lowest rank, as (lat, lon) in rank order."""
+        take = self.wanted if take is None else take
+        order = np.argsort(rank, kind="stable")[:take]
         lon, lat = self.inv.transform(x[order], y[order])
         points = tuple(zip(np.asarray(lat, float).tolist(), np.asarray(lon, float).tolist()))
         shortfall = None
-        if len(points) < self.wanted:
+        if len(points) < take:
             d = self.cfg.min_spacing_m
             if self.roads is not None:
                 why = "no roads inside the polygon" if self.extent <= 0 else f"{self.extent / 1e3:.1f} km of roads hold only {len(points)} points {d:g} m apart"
@@ -273,8 +292,8 @@ class SamplingPlan:
                 why = "no land inside the polygon" if self.cfg.land_only else "empty polygon"
             else:
                 why = f"{self.land_area_m2 / 1e6:.2f} km² of {'land' if self.cfg.land_only else 'area'} holds only {len(points)} points {d:g} m apart"
-            shortfall = f"{why} (wanted {self.wanted})"
-        return SampleResult(self.region.id, self.wanted, points, shortfall)
+            shortfall = f"{why} (wanted {take})"
+        return SampleResult(self.region.id, take, points, shortfall)
 
 
 def sample_region(region: Region, cfg: SampleConfig) -> SampleResult:

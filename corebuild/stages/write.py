@@ -31,7 +31,7 @@ class UnitWriter:
     def __init__(self, storage, cfg: WriteConfig, stamp: RunStamp, attempt: int, done: frozenset[int]):
         self.storage, self.cfg, self.stamp, self.attempt, self.done = storage, cfg, stamp, attempt, done
 
-    def _writer(self, storage, prefix: str) -> ShardWriter:
+    def shard_writer(self, storage, prefix: str) -> ShardWriter:
         w = self.cfg
         return ShardWriter(storage, prefix, w.shard_bytes, w.row_group_rows, w.codec, stable_names=True)
 
@@ -46,5 +46,5 @@ class UnitWriter:
             if rec.failed:
                 count(f"failed.{rec.failure_reason}", 1)
         if unit in self.done:
-            return True, merge_unit(self.storage, region_id, unit, records, self._row, self._writer, self.attempt, claims_of(records))
-        return False, write_unit(self.storage, region_id, unit, [self._row(r) for r in records], self._writer, self.attempt, claims_of(records))
+            return True, merge_unit(self.storage, region_id, unit, records, self._row, self.shard_writer, self.attempt, claims_of(records))
+        return False, write_unit(self.storage, region_id, unit, [self._row(r) for r in records], self.shard_writer, self.attempt, claims_of(records))

@@ -28,6 +28,7 @@ from corebuild.stages.fetch.aerial import plan_crop
 
 MANIFESTS = ROOT / "region_manifests"
 A = Assumptions()
+S = dataclasses.replace(A, quota_of="sampled")  # quotas count sampled points: the estimate before top-up rounds
 
 
 @pytest.fixture(scope="module")
@@ -43,10 +44,13 @@ def run_cli(argv: list[str]) -> int:
 
 def test_all_regions_sum_to_the_core_total(regions):
     assert len(regions) == 225 and "demo" not in {r.id for r in regions}
-    res = estimate(regions, None, "vllm", False, A)
+    res = estimate(regions, None, "vllm", False, S)
     assert res["points"] == sum(r.quota for r in regions) == 1_034_786
     assert res["requests"]["street_metadata"] == 1_034_786  # one free metadata call per point
     assert res["requests"]["street_images"] == round(1_034_786 * A.capture_rate * 4)
+    kept = estimate(regions, None, "vllm", False, A)  # the default: 1,034,786 kept of twice as many sampled
+    assert (kept["quota"], kept["points"], kept["captured"]) == (1_034_786, 2 * 1_034_786, 1_034_786)
+    assert kept["requests"]["street_metadata"] == 2 * 1_034_786 and kept["requests"]["street_images"] == 1_034_786 * 4
 
 
 def test_requests_scale_linearly_with_quota(regions):
@@ -65,10 +69,10 @@ def test_requests_scale_linearly_with_quota(regions):
 
 def test_mapillary_is_free_and_street_view_priced_per_1000_images(regions):
     r = dataclasses.replace(regions[0], quota=1000)
-    m = estimate([r], "mapillary", "template", False, A)
+    m = estimate([r], "mapillary", "template", False, S)
     assert m["requests"]["street_images"] == 0 and m["requests"]["mapillary_images"] == round(1000 * A.capture_rate)
     assert m["provider_cost_usd"]["mapillary"] == 0 and m["provider_cost_usd"]["street_images"] == 0
-    flat = dataclasses.replace(A, sv_tiers=((None, 7.0),))
+    flat = dataclasses.replace(S, sv_tiers=((None, 7.0),))
     g = estimate([r], "google_streetview", "template", False, flat)
     assert g["provider_cost_usd"]["street_images"] == pytest.approx(g["requests"]["street_images"] * 7.0 / 1000, abs=0.01)
     assert g["requests"]["street_metadata"] == 1000 and g["provider_cost_usd"]["street_metadata"] == 0
@@ -91,8 +95,10 @@ def test_gpu_hours(regions):
     v2 = estimate(rs, None, "vllm", False, dataclasses.replace(A, gpu_tokens_per_s=2 * A.gpu_tokens_per_s))
     assert v1["gpu"]["describe_hours"] > 0
     assert v2["gpu"]["describe_hours"] == pytest.approx(v1["gpu"]["describe_hours"] / 2)
-    sam = estimate(rs, None, "template", True, A)
+    sam = estimate(rs, None, "template", True, S)
     assert sam["gpu"]["sam_hours"] == pytest.approx(sum(r.quota for r in rs) * A.capture_rate * A.headings * A.sam_s_per_view / 3600)
+    kept = estimate(rs, None, "template", True, A)  # SAM runs on kept views: the quota's
+    assert kept["gpu"]["sam_hours"] == pytest.approx(sum(r.quota for r in rs) * A.headings * A.sam_s_per_view / 3600)
     a100 = with_gpu(A, "nvidia-tesla-a100")
     assert estimate(rs, None, "vllm", False, a100)["dataflow_cost_usd"]["gpu"] == pytest.approx(v1["gpu"]["hours"] * a100.gpu_hour)
     with pytest.raises(ConfigError):
@@ -117,6 +123,72 @@ def test_text_names_every_assumption(regions):
     assert "check before spending" in text
 
 
+def test_a_kept_quota_is_sampled_at_the_expected_yield(regions):
+    """--quota-of kept: points sampled = quota / expected_yield, so what is asked per point sampled
+    (metadata, searches, failure rows) scales with it; what is asked per kept point does not."""
+    rs, quota = regions[:3], sum(r.quota for r in regions[:3])
+    old = estimate(rs, None, "vllm", True, S, map_preset="osm")
+    half = estimate(rs, None, "vllm", True, A, map_preset="osm")  # expected_yield 0.5
+    quarter = estimate(rs, None, "vllm", True, dataclasses.replace(A, expected_yield=0.25), map_preset="osm")
+    assert A.expected_yield == 0.5 and half["points"] == 2 * quota and quarter["points"] == 4 * quota
+    assert half["requests"]["street_metadata"] == 2 * old["requests"]["street_metadata"] == 2 * quota
+    assert quarter["requests"]["street_metadata"] == 2 * half["requests"]["street_metadata"]
+    for k in ("street_images", "aerial_tiles", "map_tiles", "lvlm"):  # per kept point: the quota's, whatever the yield
+        assert half["requests"][k] == quarter["requests"][k] == pytest.approx(old["requests"][k] / A.capture_rate, abs=2), k
+    assert half["captured"] == quarter["captured"] == quota
+    assert quarter["located"] > half["located"] > quota  # some points not kept had imagery (duplicates)
+    assert quarter["bytes"]["written"] > half["bytes"]["written"]  # more failure rows
+    assert quarter["cpu"]["vcpu_hours"] > half["cpu"]["vcpu_hours"]
+    m_half, m_quarter = (estimate(rs, "mapillary", "template", False, dataclasses.replace(A, expected_yield=y)) for y in (0.5, 0.25))
+    assert m_quarter["requests"]["mapillary_search"] == 2 * m_half["requests"]["mapillary_search"] == 4 * quota
+    assert m_quarter["requests"]["mapillary_images"] == m_half["requests"]["mapillary_images"] == quota
+
+
+def test_quota_of_sampled_is_the_estimate_before_top_up_rounds(regions):
+    # the figures of corebuild estimate before --quota-of, for the first two regions
+    res = estimate(regions[:2], None, "vllm", True, S, map_preset="osm")
+    assert res["points"] == 8547 and res["captured"] == pytest.approx(8547 * 525 / 600)
+    assert res["requests"] == {
+        "street_metadata": 8547, "street_images": 29914, "mapillary_search": 0, "mapillary_images": 0, "aerial_tiles": 67220, "map_tiles": 67220, "lvlm": 7479,
+    }
+    assert res["bytes"] == {"downloaded": 4152697670, "written": 3380872688}
+    assert res["total_usd"] == pytest.approx(150.93584249155046, rel=1e-12)
+
+
+def test_text_and_flags_state_the_yield_assumed(regions, capsys):
+    text = format_estimate(estimate(regions[:2], None, "vllm", False, A))
+    assert "Every quota is assumed sampled in full" not in text
+    assert "Quotas count kept samples (--quota-of kept" in text and "yield assumed 50%, override with --expected-yield" in text
+    assert "demo build measured about 87% on synthetic imagery; real Street View yield depends on the region" in text
+    assert " 50.0%  expected_yield (--expected-yield)" in text  # the yield row
+    assert "Quotas count sampled points (--quota-of sampled)" in format_estimate(estimate(regions[:2], None, "vllm", False, S))
+    quota = select_regions("ad-andorra-la-vella", MANIFESTS)[0].quota
+    for flags, points in ((["--expected-yield", "0.8"], quota / 0.8), (["--quota-of", "sampled"], quota), (["--quota-of", "sampled", "--expected-yield", "0.1"], quota)):
+        assert run_cli(["--regions", "ad-andorra-la-vella", "--json", *flags]) == 0
+        doc = json.loads(capsys.readouterr().out)
+        assert doc["points"] == pytest.approx(points) and doc["requests"]["street_metadata"] == round(points), flags
+    assert run_cli(["--regions", "ad-andorra-la-vella", "--expected-yield", "0.8"]) == 0
+    assert "yield assumed 80%, override with --expected-yield" in capsys.readouterr().out
+    for bad in ("0", "1.5", "nan"):
+        with pytest.raises(ConfigError, match="--expected-yield"):
+            run_cli(["--regions", "ad-andorra-la-vella", "--expected-yield", bad])
+
+
+def test_quota_flags_share_the_builds_defaults_and_help():
+    from corebuild.config import BuildConfig
+    from corebuild.options import add_flags
+    from corebuild.stages.sample import SampleConfig
+
+    est, build = argparse.ArgumentParser(), argparse.ArgumentParser()
+    add_arguments(est)
+    add_flags(build, BuildConfig)
+    mine = {a.option_strings[0]: a for a in est._actions if a.option_strings}
+    theirs = {a.option_strings[0]: a for a in build._actions if a.option_strings}
+    for flag in ("--quota-of", "--expected-yield"):
+        assert (mine[flag].default, mine[flag].help, mine[flag].choices) == (theirs[flag].default, theirs[flag].help, theirs[flag].choices)
+    assert (A.quota_of, A.expected_yield) == (SampleConfig().quota_of, SampleConfig().expected_yield)
+
+
 def test_prompt_tokens_assumption_matches_the_prompt_file():
     assert measure_prompt_text_tokens(ROOT / "prompts") == A.prompt_text_tokens
 
@@ -132,7 +204,8 @@ def test_unknown_region_is_a_one_line_config_error():
 def test_json_output_parses(capsys):
     assert run_cli(["--regions", "ad-andorra-la-vella", "--json", "--gpu-tokens-per-s", "500", "--gpu-type", "nvidia-tesla-t4"]) == 0
     doc = json.loads(capsys.readouterr().out)
-    assert doc["points"] == select_regions("ad-andorra-la-vella", MANIFESTS)[0].quota
+    quota = select_regions("ad-andorra-la-vella", MANIFESTS)[0].quota
+    assert (doc["quota"], doc["points"], doc["captured"]) == (quota, quota / A.expected_yield, quota)
     assert doc["assumptions"]["gpu_tokens_per_s"]["value"] == 500 and doc["gpu"]["type"] == "nvidia-tesla-t4"
     assert doc["total_usd"] == pytest.approx(sum(v for v in doc["provider_cost_usd"].values() if v) + doc["dataflow_cost_usd"]["total"] + doc["storage_usd_per_month"])
 

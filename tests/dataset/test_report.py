@@ -24,6 +24,7 @@ from tests import builds
 EVIL = "<script>alert(1)</script> & \"quotes\""
 EVIL_OCR = "<img src=x onerror=alert(2)>"
 D = 0.0005  # the generated crops' half-width in degrees (tests/builds.py)
+SHORTFALL = "yield 76% and candidates exhausted after 5 rounds"
 
 
 class Page(HTMLParser):
@@ -75,8 +76,10 @@ def built(tmp_path_factory):
     root = tmp_path_factory.mktemp("builds")
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(builds, "fake_rows", _rows_with_specials)
-        builds.write_fake_build(root, "za-a", -33.92, 18.42, 23, rows_per_shard=10)
-        builds.write_fake_build(root, "ke-b", -1.28, 36.82, 17, country="KE", seed=1, fail_every=4, spread_m=800.0)
+        builds.write_fake_build(root, "za-a", -33.92, 18.42, 23, rows_per_shard=10, quota=builds.quota_block(23, rounds=2, trimmed=3))
+        builds.write_fake_build(
+            root, "ke-b", -1.28, 36.82, 17, country="KE", seed=1, fail_every=4, spread_m=800.0, quota=builds.quota_block(17, 4, quota=20, rounds=5, shortfall=SHORTFALL)
+        )
     out = tmp_path_factory.mktemp("report")
     index = write_report(root, out / "all", gallery=1000)
     small = write_report(root / "za-a", out / "small", gallery=5, seed=3)
@@ -229,6 +232,59 @@ def test_failure_table_matches_the_manifests(built):
             assert f'data-region="{b.region_id}" data-col="{why}">{n}<br><small>{100 * n / c["sampled"]:.1f}%</small>' in text
             total[why] = total.get(why, 0) + n
     assert all(value("*total*", col) == n for col, n in total.items())
+
+
+def _cells(index: Path) -> dict[tuple[str, str], str]:
+    """(data-region, data-col) -> the cell's text, for the quota table's cells."""
+    page, out, key = Page(index.read_text(encoding="utf-8")), {}, None
+
+    class Cells(HTMLParser):
+        def handle_starttag(self, tag, attrs):
+            nonlocal key
+            a = dict(attrs)
+            key = (a["data-region"], a["data-col"]) if tag == "td" and (a.get("data-col") or "").startswith("quota.") else None
+
+        def handle_data(self, data):
+            if key is not None:
+                out[key] = out.get(key, "") + data
+
+        def handle_endtag(self, tag):
+            nonlocal key
+            key = None
+
+    Cells().feed(index.read_text(encoding="utf-8"))
+    assert page.find("table", **{"class": "quota"})
+    return out
+
+
+def test_quota_table_shows_the_manifests_quota_blocks(built):
+    root, index, _ = built
+    cells = _cells(index)
+    # za-a: 23 sampled, 19 kept, quota met in 2 rounds; ke-b: 17 sampled, 13 kept of 20, a shortfall
+    want = {
+        "za-a": {"quota": "19", "target": "19", "of": "kept", "kept": "19", "sampled": "23", "rounds": "2", "yield": "82.6%", "missing": "0", "trimmed": "3", "shortfall": "none"},
+        "ke-b": {"quota": "20", "kept": "13", "sampled": "17", "rounds": "5", "yield": "76.5%", "expected_yield": "50%", "missing": "7", "shortfall": SHORTFALL},
+        "*total*": {"quota": "39", "kept": "32", "sampled": "40", "yield": "80.0%", "rounds": "–", "shortfall": "1 region(s)"},
+    }
+    for rid, cols in want.items():
+        for col, v in cols.items():
+            assert cells[(rid, f"quota.{col}")] == v, (rid, col)
+    for b in find_builds(str(root)):  # the figures are the manifests'
+        q = b.manifest["quota"]
+        assert (cells[(b.region_id, "quota.kept")], cells[(b.region_id, "quota.sampled")]) == (str(q["kept"]), str(q["sampled"]))
+
+
+def test_a_build_without_a_quota_block_renders(built, tmp_path):
+    root, _, _ = built
+    builds.write_fake_build(tmp_path / "old", "za-old", -33.92, 18.42, 10, rows_per_shard=5)
+    for src in (tmp_path / "old" / "za-old", root / "za-a"):  # alone, and next to a build with the block
+        shutil.copytree(src, tmp_path / "mixed" / src.name)
+    for where in ("old", "mixed"):
+        cells = _cells(write_report(tmp_path / where, tmp_path / f"r-{where}", gallery=1))
+        # kept and sampled from counts (8 of 10), the rest not recorded
+        assert [cells[("za-old", f"quota.{c}")] for c in ("quota", "kept", "sampled", "rounds", "yield", "shortfall")] == ["–", "8", "10", "–", "80.0%", "–"]
+    assert cells[("*total*", "quota.quota")] == "–" and cells[("*total*", "quota.kept")] == "27" and cells[("*total*", "quota.shortfall")] == "–"  # not known for the old one
+    assert cells[("za-a", "quota.shortfall")] == "none"
 
 
 def test_untrusted_text_is_escaped(built):

@@ -42,22 +42,23 @@ def built(tiny_server, manifests_dir, prompts_dir, tmp_path_factory):
 def test_every_sampled_point_is_a_row_and_counts_add_up(built, tiny_region):
     m = json.loads((built.out_dir / "manifest.json").read_text())
     c = m["counts"]
-    assert m["consistent"] and c["sampled"] == c["rows"] == 12 == c["kept"] + c["failed"]
+    # --limit 12 is 12 kept samples (top-up rounds); every sampled point is a row, kept or failed.
+    assert m["consistent"] and c["kept"] == 12 and c["sampled"] == c["rows"] == c["kept"] + c["failed"] and m["quota"]["missing"] == 0
     assert c["failed"] == sum(c["failed_by_reason"].values()) and c["duplicate_sample_ids"] == 0
     assert m["models"]["ocr"].startswith("rapidocr:") and m["models"]["segmentation"] is None
     assert m["config"]["imagery"] == "synthetic" and len(m["config_hash"]) == 16
-    assert sum(s["rows"] for s in m["shards"]) == 12 and all(len(s["sha256"]) == 64 for s in m["shards"])
+    assert sum(s["rows"] for s in m["shards"]) == c["sampled"] and all(len(s["sha256"]) == 64 for s in m["shards"])
 
 
 def test_shards_open_unchanged_in_pyarrow_and_pandas(built, tiny_region):
     files = sorted(glob.glob(str(built.out_dir / "shards" / "*.parquet")))
     table = pq.read_table(files)  # pyarrow, whole dataset
     df = pd.concat([pd.read_parquet(f) for f in files])
-    assert table.num_rows == len(df) == 12
+    assert table.num_rows == len(df) == built.manifest["counts"]["sampled"]
     assert set(df.status) <= {"kept", "failed"}
     assert all(tiny_region.polygon.contains(Point(lon, lat)) for lat, lon in zip(df.lat, df.lon))
     kept = df[df.status == "kept"]
-    assert len(kept) >= 8
+    assert len(kept) == 12
     for _, row in kept.iterrows():
         assert Image.open(io.BytesIO(row.aerial_image)).size == (512, 512)
         assert all(Image.open(io.BytesIO(v["image"])).size == (640, 640) for v in row.street_views)
@@ -109,8 +110,10 @@ def test_a_build_can_write_straight_to_gcs(gcs_emulator, tiny_server, manifests_
     assert result.out_url == f"{url}/tiny" and result.manifest["consistent"]
     storage = open_storage(url)
     shards = [n for n in storage.list("tiny/shards/") if n.endswith(".parquet")]
-    assert shards and sum(pq.read_table(pa.BufferReader(storage.read(n)), use_threads=False).num_rows for n in shards) == 5
-    assert json.loads(storage.read("tiny/manifest.json"))["counts"]["sampled"] == 5
+    # Two rounds on gs:// (the second grows a unit, then the sample is trimmed): 5 kept.
+    m = json.loads(storage.read("tiny/manifest.json"))
+    assert m["counts"]["kept"] == 5 and m["quota"]["rounds"] == 2 and m["consistent"]
+    assert shards and sum(pq.read_table(pa.BufferReader(storage.read(n)), use_threads=False).num_rows for n in shards) == m["counts"]["sampled"]
     assert storage.list("tiny/_sampling/") == ["tiny/_sampling/tiny.json"]
 
 

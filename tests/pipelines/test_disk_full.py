@@ -24,7 +24,7 @@ SHARD = re.compile(r"^crowded/shards/part-u(\d{5})-\d{3}\.parquet$")
 def _cli(output, manifests_dir, *extra: str) -> list[str]:
     return [
         "build", "--region", "crowded", "--manifests", str(manifests_dir), "--output", str(output),
-        "--min-spacing", "1", "--unit-points", str(UNIT), "--no-progress", "--workers", "1", *extra,
+        "--min-spacing", "1", "--unit-points", str(UNIT), "--no-progress", "--workers", "1", "--quota-of", "sampled", *extra,  # as the crowded fixture
     ]
 
 

@@ -108,8 +108,9 @@ def test_transient_faults_are_retried_into_the_clean_rows(clean, transient, caps
     # Every kind of fault was served, on every route that has it.
     assert set(injected) == set(ALL_KINDS), injected
     assert {route for route, *_ in log} == {"street_metadata", "street_image", "tile", "llm"}
-    # One row per sampled point, and the same outcome for each as in the clean build.
-    assert m["consistent"] and m["counts"]["sampled"] == m["counts"]["rows"] == N
+    # One row per sampled point, the quota of kept samples met (top-up rounds), and the same
+    # outcome for each point as in the clean build.
+    assert m["consistent"] and m["counts"]["sampled"] == m["counts"]["rows"] and m["counts"]["kept"] == N
     rows = _rows(result.out_dir)
     assert rows.keys() == clean_rows.keys()
     blank = 0

@@ -24,6 +24,7 @@ from corebuild.stages.sample import SampleConfig
 from tests.conftest import ROOT
 
 UNIT = 2  # twelve points: six units
+QUOTA_OF = {"crowded": "sampled", "small": "kept"}
 IGNORED = {"build_id", "stage_seconds", "config_hash", "code_version"}  # differ per attempt, not per sample
 
 
@@ -45,7 +46,9 @@ def config(region: str, out: str, manifests_dir, prompts_dir) -> BuildConfig:
         region_id=region,
         output_dir=out,
         manifests_dir=str(manifests_dir),
-        sample=SampleConfig(min_spacing_m=1.0),
+        # crowded: a fixed sample of 12 points (its unit structure is under test); small: the
+        # default quota of kept samples, so its kills land in top-up rounds too.
+        sample=SampleConfig(min_spacing_m=1.0, quota_of=QUOTA_OF[region]),
         describe=DescribeConfig(prompts_dir=str(prompts_dir)),
         write=WriteConfig(unit_points=UNIT),
     )
@@ -108,31 +111,36 @@ def test_another_config_is_refused_not_mixed(crowded, tmp_path):
 
     result, cfg = crowded
     shutil.copytree(result.out_dir, tmp_path / "crowded")
-    other = BuildConfig(**{**cfg.__dict__, "output_dir": str(tmp_path), "sample": SampleConfig(min_spacing_m=1.0, seed=7)})
+    other = BuildConfig(**{**cfg.__dict__, "output_dir": str(tmp_path), "sample": SampleConfig(min_spacing_m=1.0, seed=7, quota_of="sampled")})
     with pytest.raises(ConfigError, match=r"differs in: sample\.seed"):
         run_build(other, pipeline_factory=test_pipeline.TestPipeline, progress=False)
 
 
-def _kill_and_resume(output: str, manifests_dir, prompts_dir, env: dict, count_done) -> list[str]:
-    """Run the real CLI, SIGKILL its process group (the build, its Beam workers and the
-    synthetic server, as an OOM kill would) once two units are done, then rerun it."""
-    cmd = _cli("small", output, manifests_dir)
-    env = {**os.environ, **env, "PYTHONPATH": str(ROOT)}
-    proc = subprocess.Popen(cmd, cwd=ROOT, env=env, start_new_session=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-    deadline = time.monotonic() + 240
+def sigkill_when(proc: subprocess.Popen, ready, within_s: float = 240, poll_s: float = 0.02) -> None:
+    """Wait until `ready()`, then SIGKILL the process group of `proc` (started with
+    start_new_session: the build, its Beam workers and the synthetic server, as an OOM kill would)."""
+    deadline = time.monotonic() + within_s
     try:
-        while count_done() < 2:
-            assert proc.poll() is None, f"build ended before it could be killed: {proc.stdout.read().decode()[-3000:]}"
-            assert time.monotonic() < deadline, "no progress in 240 s"
-            time.sleep(0.05)
+        while not ready():
+            assert proc.poll() is None, f"the build ended before it could be killed: {(proc.stdout or proc.stderr).read().decode()[-3000:]}"
+            assert time.monotonic() < deadline, f"not ready to be killed in {within_s} s"
+            time.sleep(poll_s)
     finally:
         try:
             os.killpg(proc.pid, signal.SIGKILL)
         except ProcessLookupError:
-            pass  # ended on its own just now: the assertions below say whether that matters
+            pass  # ended on its own just now: the caller's assertions say whether that matters
         proc.wait(30)
+
+
+def _kill_and_resume(output: str, manifests_dir, prompts_dir, env: dict, count_done) -> list[str]:
+    """Run the real CLI, SIGKILL it once two units are done, then rerun it."""
+    cmd = _cli("small", output, manifests_dir)
+    env = {**os.environ, **env, "PYTHONPATH": str(ROOT)}
+    proc = subprocess.Popen(cmd, cwd=ROOT, env=env, start_new_session=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    sigkill_when(proc, lambda: count_done() >= 2, poll_s=0.05)
     done_at_kill = count_done()
-    assert 2 <= done_at_kill < 6, "killed too late to test a resume"
+    assert 2 <= done_at_kill and not _manifest_exists(output), "killed too late to test a resume"
     again = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=400)
     assert again.returncode == 0, again.stdout + again.stderr
     assert "resuming build" in again.stderr and f"{done_at_kill} unit(s) already done" in again.stderr
@@ -142,8 +150,14 @@ def _kill_and_resume(output: str, manifests_dir, prompts_dir, env: dict, count_d
 def _cli(region: str, output: str, manifests_dir) -> list[str]:
     return [
         sys.executable, "-m", "corebuild", "build", "--region", region, "--manifests", str(manifests_dir), "--output", output,
-        "--min-spacing", "1", "--unit-points", str(UNIT), "--no-progress",
+        "--min-spacing", "1", "--unit-points", str(UNIT), "--no-progress", "--quota-of", QUOTA_OF[region],
     ]
+
+
+def _manifest_exists(output: str) -> bool:
+    from corebuild.shards.storage import open_storage
+
+    return open_storage(output).exists("small/manifest.json")
 
 
 def _markers_and_shards_agree(build_dir) -> int:
@@ -202,7 +216,7 @@ def test_sigkill_at_random_moments_then_resume_gives_the_clean_rows(small, tmp_p
     if done_at_start and not (build_dir / "manifest.json").exists():
         assert f"{done_at_start} unit(s) already done" in again.stderr, again.stderr[-2000:]
     m = json.loads((build_dir / "manifest.json").read_text())
-    assert m["consistent"] and m["counts"]["duplicate_sample_ids"] == 0 and m["counts"]["rows"] == m["counts"]["sampled"] == 12, f"seed {seed}"
+    assert m["consistent"] and m["counts"]["duplicate_sample_ids"] == 0 and m["counts"]["rows"] == m["counts"]["sampled"] and m["counts"]["kept"] == 12, f"seed {seed}"
     assert rows_of(str(build_dir)) == rows_of(str(result.out_dir)), f"seed {seed}"
     assert rows_of(str(tmp_path / "whole" / "small")) == rows_of(str(result.out_dir))
     assert not [p for p in (build_dir / "shards").iterdir() if p.name not in {s["path"] for s in m["shards"]}], "stray shard files"

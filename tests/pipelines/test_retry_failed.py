@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -36,7 +35,7 @@ from corebuild.stages.sample import SampleConfig
 from corebuild.synthetic.server import serve_in_thread
 from corebuild.synthetic.world import World
 from tests.conftest import ROOT
-from tests.pipelines.test_resume import UNIT, rows_of
+from tests.pipelines.test_resume import UNIT, rows_of, sigkill_when
 
 
 class QuotaGate:
@@ -213,18 +212,7 @@ def test_sigkill_during_a_retry_pass_then_the_same_command_finishes(gate, clean,
     cmd = [sys.executable, "-c", _CHILD, str(tmp_path), str(manifests_dir), str(prompts_dir), url]
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     proc = subprocess.Popen(cmd, cwd=ROOT, env=env, start_new_session=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-    deadline = time.monotonic() + 240
-    try:
-        while not any("-g1-" in p.name for p in shards.iterdir()):
-            assert proc.poll() is None, f"the retry pass ended before it could be killed: {proc.stdout.read().decode()[-3000:]}"
-            assert time.monotonic() < deadline, "no retry shard in 240 s"
-            time.sleep(0.01)
-    finally:
-        try:
-            os.killpg(proc.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-        proc.wait(30)
+    sigkill_when(proc, lambda: any("-g1-" in p.name for p in shards.iterdir()), poll_s=0.01)
     _markers_and_shards_agree(tmp_path / "crowded")  # every marker names whole shards
     again = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=400)
     assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]

@@ -71,11 +71,29 @@ def test_transient_failures_and_retried_units_are_counted(tmp_path, caplog):
     store = open_storage(str(tmp_path))
     for u in (0, 1):
         store.write(marker_name("r", u), json.dumps({"attempt": 1, "failure_classes": {"transient": 2, "permanent": 1}}).encode())
-    prog = UnitProgress(store, "r", 3, 10, stream=io.StringIO(), attempt=2, retry_units=frozenset({1}))
+    prog = UnitProgress(store, "r", 3, 10, stream=io.StringIO(), retry_units=frozenset({1}))
     assert prog.poll() == (1, 4)  # unit 1 waits for its rewrite
     store.write(marker_name("r", 1), json.dumps({"attempt": 2, "failure_classes": {"permanent": 1}}).encode())
     store.write(marker_name("r", 2), json.dumps({"attempt": 2, "failure_classes": {"transient": 1}}).encode())
     assert prog.poll() == (3, 3)
-    with UnitProgress(store, "r", 3, 10, poll_s=0.02, log_every_s=0.0, stream=io.StringIO(), attempt=2):
+    with UnitProgress(store, "r", 3, 10, poll_s=0.02, log_every_s=0.0, stream=io.StringIO()):
         time.sleep(0.1)
     assert any("3 transient failure row(s) so far" in r.getMessage() and "--retry-failed" in r.getMessage() for r in caplog.records)
+
+
+def test_a_top_up_round_says_its_round_and_kept_samples(tmp_path, caplog):
+    """Round 2 names itself and shows kept samples against the target; the unit it grows (same
+    attempt, so no attempt number tells) counts once its marker is another version."""
+    import json
+
+    caplog.set_level(logging.INFO, logger="corebuild.running.progress")
+    store = open_storage(str(tmp_path))
+    store.write(marker_name("r", 0), json.dumps({"attempt": 1, "generation": 0, "status_counts": {"kept": 8}}).encode())
+    prog = UnitProgress(store, "r", 2, 10, stream=io.StringIO(), retry_units=frozenset({0}), round_no=2, target=12)
+    assert prog.poll() == (0, 0) and prog.kept == 8
+    store.write(marker_name("r", 0), json.dumps({"attempt": 1, "generation": 1, "status_counts": {"kept": 9}}).encode())
+    assert prog.poll() == (1, 0) and prog.kept == 9
+    out = Tty()
+    with UnitProgress(store, "r", 2, 10, poll_s=0.02, stream=out, round_no=2, target=12):
+        time.sleep(0.1)
+    assert out.getvalue().startswith("\rr round 2:") and "kept 9/12" in out.getvalue()

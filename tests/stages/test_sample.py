@@ -137,3 +137,13 @@ def test_antimeridian_and_polar_polygons_are_rejected_clearly():
     polar = rect_manifest("r", 89.8, 0.0, 1000, 1000, 10)
     with pytest.raises(ManifestError, match="around a pole"):
         parse_region(polar, "p.json")
+
+
+def test_a_kept_quota_samples_a_pool_sized_for_the_expected_yield(tiny_region):
+    """Under --quota-of kept about oversample x quota / expected_yield candidates survive (the
+    top-up rounds draw on them); under --quota-of sampled oversample x quota, as before."""
+    from corebuild.stages.sample import SamplingPlan
+
+    for cfg, pool in ((SampleConfig(quota_of="sampled"), 40), (SampleConfig(), 80), (SampleConfig(expected_yield=0.25), 160)):
+        survivors = len(SamplingPlan(tiny_region, cfg).survivors()[0])
+        assert 0.8 * 1.3 * pool <= survivors <= 1.2 * 1.3 * pool, (cfg.expected_yield, survivors)

@@ -207,9 +207,10 @@ def test_without_roads_the_config_hash_is_as_before_roads_existed():
 
 
 def test_about_oversample_times_quota_candidates_survive_along_roads(tiny_region, tiny_roads):
-    plan = SamplingPlan(tiny_region, SampleConfig(roads=str(tiny_roads / "tiny.geojson")))
-    survivors = len(plan.survivors()[0])
-    assert 0.75 * 1.3 * tiny_region.quota <= survivors <= 1.25 * 1.3 * tiny_region.quota, survivors
+    for quota_of, pool in (("sampled", tiny_region.quota), ("kept", tiny_region.quota / 0.5)):  # a kept quota: quota / expected yield
+        plan = SamplingPlan(tiny_region, SampleConfig(roads=str(tiny_roads / "tiny.geojson"), quota_of=quota_of))
+        survivors = len(plan.survivors()[0])
+        assert plan.pool_quota == pool and 0.75 * 1.3 * pool <= survivors <= 1.25 * 1.3 * pool, (quota_of, survivors)
 
 
 def test_the_order_of_the_ways_in_the_file_does_not_matter(tiny_region, tiny_world, tiny_roads, tmp_path):

@@ -101,7 +101,7 @@ def test_build_with_ocr_off_end_to_end(tmp_path, manifests_dir):
     r = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr[-3000:]
     m = json.loads((tmp_path / "tiny" / "manifest.json").read_text())
-    assert m["consistent"] and m["counts"]["sampled"] == 6 and m["counts"]["kept"] >= 1
+    assert m["consistent"] and m["counts"]["kept"] == 6 and m["counts"]["sampled"] == m["counts"]["rows"]
     assert m["models"]["ocr"] == "off:none" and m["config"]["ocr"]["backend"] == "off"
     rows = [row for f in (tmp_path / "tiny" / "shards").glob("*.parquet") for row in pq.read_table(f).to_pylist()]
     kept = [row for row in rows if row["status"] == "kept"]
