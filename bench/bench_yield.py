@@ -48,7 +48,7 @@ def main() -> int:
         q, c = m["quota"], m["counts"]
         detail = (
             f"{c['kept']} kept of {c['sampled']} sampled in {q['rounds']} round(s) ({what}); "
-            + ", ".join(f"{k} {v}" for k, v in c["failed_by_reason"].items())
+            + (", ".join(f"{k} {v}" for k, v in c["failed_by_reason"].items()) or "no failures")
             + f"; {wall:.0f} s; quota {'met' if not q['missing'] else 'short: ' + q['shortfall']}"
         )
         print(f"demo yield {name}: {100 * q['yield']:.1f}% ({detail})")

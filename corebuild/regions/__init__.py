@@ -195,12 +195,15 @@ def _providers(doc: dict, path: str) -> dict[str, Any]:
 
 
 def _roads(doc: dict, path: str) -> Optional[str]:
-    """The manifest's road network file, relative to the manifest's directory, which must exist."""
+    """The manifest's road network file, relative to the manifest's directory, which must exist,
+    or a storage URL (gs://), read when the build starts."""
     if "roads" not in doc:
         return None
     roads = _require(doc, "roads", str, path)
     if not roads.strip():
         raise ManifestError(path, "roads", "expected a file path, got an empty string")
+    if "://" in roads:
+        return roads
     resolved = Path(path).parent / roads
     if not resolved.is_file():
         raise ManifestError(path, "roads", f"no such file: {resolved}")

@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import tempfile
 from functools import lru_cache
 from pathlib import Path
 from typing import Any, Iterator
@@ -44,13 +45,36 @@ def _file_hash(path: str, size: int, mtime_ns: int) -> str:
     return h.hexdigest()[:16]
 
 
+@lru_cache(maxsize=8)
+def local_copy(path: str) -> str:
+    """A local file holding the road file's bytes: the path itself, or for a storage URL
+    (`gs://bucket/roads/x.osm.pbf`, which Dataflow workers can read where a launcher's path is
+    not) a copy downloaded once per process, with the same name so its format is known."""
+    if "://" not in path:
+        return path
+    from corebuild.shards.storage import open_storage
+
+    parent, name = path.rstrip("/").rsplit("/", 1)
+    try:
+        data = open_storage(parent).read(name)
+    except Exception as exc:  # credentials, network: one line that names the file
+        raise _fail(path, f"cannot read: {' '.join(str(exc).split()) or type(exc).__name__}") from None
+    if data is None:
+        raise _fail(path, "no such object")
+    local = os.path.join(tempfile.mkdtemp(prefix="corebuild-roads-"), name)
+    with open(local, "wb") as f:
+        f.write(data)
+    return local
+
+
 def roads_hash(path: str) -> str:
     """The hash of the file's bytes: what the config hash records instead of its path."""
+    local = local_copy(path)
     try:
-        st = os.stat(path)
+        st = os.stat(local)
     except OSError as exc:
         raise _fail(path, exc.strerror or "cannot read") from None
-    return _file_hash(str(path), st.st_size, st.st_mtime_ns)
+    return _file_hash(local, st.st_size, st.st_mtime_ns)
 
 
 def _geojson_features(text: str) -> Iterator[Any]:
@@ -87,12 +111,14 @@ def _osm_ways(path: str) -> Iterator[tuple[str, list]]:
 
 @lru_cache(maxsize=4)
 def load_roads(path: str, tags: tuple[str, ...]) -> tuple[np.ndarray, tuple[str, ...]]:
-    """(lon/lat LineStrings, their highway tags) of the ways whose tag is in `tags`, canonical order."""
-    if not os.path.isfile(path):
+    """(lon/lat LineStrings, their highway tags) of the ways whose tag is in `tags`, canonical order.
+    `path`: a local file or a storage URL (gs://)."""
+    local = local_copy(path)
+    if not os.path.isfile(local):
         raise _fail(path, "no such file")
     reader = _osm_ways if path.lower().endswith(OSM_SUFFIXES) else _geojson_ways
     try:
-        ways = [(hw, np.round(np.asarray(c, dtype=float)[:, :2], _PRECISION)) for hw, c in reader(path) if hw in tags and c and len(c) >= 2]
+        ways = [(hw, np.round(np.asarray(c, dtype=float)[:, :2], _PRECISION)) for hw, c in reader(local) if hw in tags and c and len(c) >= 2]
     except ConfigError:
         raise
     except Exception as exc:  # JSON, UTF-8, osmium's RuntimeError on a damaged file, bad coordinates

@@ -148,6 +148,7 @@ def test_a_manifest_names_its_roads_relative_to_itself(tmp_path, tiny_roads):
     doc, path = _manifest(tmp_path, roads="osm/town.geojson")
     assert parse_region(doc, path).roads == str(tmp_path / "osm" / "town.geojson")
     assert parse_region(_manifest(tmp_path)[0], path).roads is None
+    assert parse_region(_manifest(tmp_path, roads="gs://b/osm/town.osm.pbf")[0], path).roads == "gs://b/osm/town.osm.pbf"  # read when the build starts
 
 
 @pytest.mark.parametrize("value, message", [
@@ -234,3 +235,19 @@ def test_a_road_along_a_cell_edge_is_sampled_once_however_chunked(tiny_region):
     parts = [plan(cfg).chunk_survivors(c) for c in whole.chunks()]
     chunked = whole.select(*(np.concatenate([p[k] for p in parts]) for k in range(3)))
     assert chunked == whole.select(*whole.survivors()) and len(chunked.points) == tiny_region.quota
+
+
+def test_a_road_file_in_a_bucket_samples_as_the_local_file(tiny_region, tiny_roads, gcs_emulator):
+    """Dataflow workers read gs:// where a launcher's path is not: the same points, the same
+    config hash (the bytes, not where they lie), and a missing object is one clear error."""
+    from corebuild.shards.storage import open_storage
+    from corebuild.stages.roads import ROAD_TAGS
+
+    bucket = f"gs://{gcs_emulator['bucket']}/roads-test"
+    open_storage(bucket).write("tiny.osm.pbf", (tiny_roads / "tiny.osm.pbf").read_bytes())
+    local, remote = SampleConfig(seed=5, roads=str(tiny_roads / "tiny.osm.pbf")), SampleConfig(seed=5, roads=f"{bucket}/tiny.osm.pbf")
+    assert sample_region(tiny_region, remote) == sample_region(tiny_region, local)
+    cfg = lambda s: BuildConfig(region_id="tiny", sample=s)  # noqa: E731
+    assert cfg(remote).content_hash() == cfg(local).content_hash()
+    with pytest.raises(ConfigError, match=r"roads gs://.*/missing\.osm\.pbf: no such object"):
+        load_roads(f"{bucket}/missing.osm.pbf", ROAD_TAGS)
