@@ -23,6 +23,7 @@ from corebuild.dataset.reader import open_build
 from corebuild.stages.describe import DescribeConfig
 from corebuild.stages.fetch.fetcher import FetchConfig
 from corebuild.stages.fetch.http import HttpConfig
+from corebuild.stages.ocr import OcrConfig
 from corebuild.stages.sample import SampleConfig
 from corebuild.synthetic.faults import ALL_KINDS, FaultConfig
 from corebuild.synthetic.server import serve_in_thread
@@ -66,6 +67,7 @@ def _build(world, manifests_dir, prompts_dir, out, faults, limit=N, monkeypatch=
                 backend="openai", prompt_id="cvg-progressive-v1", prompts_dir=str(prompts_dir), base_url=server.base_url, model="synthetic", timeout_s=2.0
             ),
             write=WriteConfig(unit_points=8),
+            ocr=OcrConfig(backend="off"),  # local work, no route to fault: most of a point's time
         )
         result = run_build(with_synthetic_endpoints(cfg, server.base_url), pipeline_factory=test_pipeline.TestPipeline, progress=False)
         injector = server.server.faults

@@ -24,7 +24,6 @@ from corebuild.stages.sample import SampleConfig
 from tests.conftest import ROOT
 
 UNIT = 2  # twelve points: six units
-QUOTA_OF = {"crowded": "sampled", "small": "kept"}
 IGNORED = {"build_id", "stage_seconds", "config_hash", "code_version"}  # differ per attempt, not per sample
 
 
@@ -46,9 +45,9 @@ def config(region: str, out: str, manifests_dir, prompts_dir) -> BuildConfig:
         region_id=region,
         output_dir=out,
         manifests_dir=str(manifests_dir),
-        # crowded: a fixed sample of 12 points (its unit structure is under test); small: the
-        # default quota of kept samples, so its kills land in top-up rounds too.
-        sample=SampleConfig(min_spacing_m=1.0, quota_of=QUOTA_OF[region]),
+        # A fixed sample of 12 points: the unit structure is under test here (kills in a top-up
+        # round: tests/pipelines/test_rounds.py).
+        sample=SampleConfig(min_spacing_m=1.0, quota_of="sampled"),
         describe=DescribeConfig(prompts_dir=str(prompts_dir)),
         write=WriteConfig(unit_points=UNIT),
     )
@@ -150,7 +149,7 @@ def _kill_and_resume(output: str, manifests_dir, prompts_dir, env: dict, count_d
 def _cli(region: str, output: str, manifests_dir) -> list[str]:
     return [
         sys.executable, "-m", "corebuild", "build", "--region", region, "--manifests", str(manifests_dir), "--output", output,
-        "--min-spacing", "1", "--unit-points", str(UNIT), "--no-progress", "--quota-of", QUOTA_OF[region],
+        "--min-spacing", "1", "--unit-points", str(UNIT), "--no-progress", "--quota-of", "sampled",
     ]
 
 
@@ -216,7 +215,7 @@ def test_sigkill_at_random_moments_then_resume_gives_the_clean_rows(small, tmp_p
     if done_at_start and not (build_dir / "manifest.json").exists():
         assert f"{done_at_start} unit(s) already done" in again.stderr, again.stderr[-2000:]
     m = json.loads((build_dir / "manifest.json").read_text())
-    assert m["consistent"] and m["counts"]["duplicate_sample_ids"] == 0 and m["counts"]["rows"] == m["counts"]["sampled"] and m["counts"]["kept"] == 12, f"seed {seed}"
+    assert m["consistent"] and m["counts"]["duplicate_sample_ids"] == 0 and m["counts"]["rows"] == m["counts"]["sampled"] == 12, f"seed {seed}"
     assert rows_of(str(build_dir)) == rows_of(str(result.out_dir)), f"seed {seed}"
     assert rows_of(str(tmp_path / "whole" / "small")) == rows_of(str(result.out_dir))
     assert not [p for p in (build_dir / "shards").iterdir() if p.name not in {s["path"] for s in m["shards"]}], "stray shard files"

@@ -16,10 +16,11 @@ from corebuild.config import BuildConfig
 from corebuild.dataset.reader import open_build
 from corebuild.running.build import run_build
 from corebuild.stages.describe import DescribeConfig
+from corebuild.stages.ocr import OcrConfig
 from corebuild.stages.sample import SampleConfig
 from corebuild.stages.write import WriteConfig
 from tests.conftest import ROOT
-from tests.pipelines.test_resume import rows_of, sigkill_when, small  # noqa: F401  (small: the clean kept build fixture)
+from tests.pipelines.test_resume import rows_of, sigkill_when
 
 
 def config(region: str, out, manifests_dir, prompts_dir, unit: int = 5, **sample) -> BuildConfig:
@@ -28,6 +29,7 @@ def config(region: str, out, manifests_dir, prompts_dir, unit: int = 5, **sample
         output_dir=str(out),
         manifests_dir=str(manifests_dir),
         sample=SampleConfig(**sample),
+        ocr=OcrConfig(backend="off"),  # OCR is most of a point's time and plays no part in rounds
         describe=DescribeConfig(prompts_dir=str(prompts_dir)),
         write=WriteConfig(unit_points=unit),
     )
@@ -119,15 +121,15 @@ def test_quota_of_sampled_keeps_the_config_hash_of_builds_before_rounds():
     assert BuildConfig("demo").content_hash() != "7cf0adb166657d63"
 
 
-def test_a_killed_top_up_round_resumes_to_the_same_rows(small, manifests_dir, tmp_path):  # noqa: F811
+def test_a_killed_top_up_round_resumes_to_the_same_rows(manifests_dir, prompts_dir, tmp_path):
     """SIGKILL (the build, its Beam workers, the synthetic server) once round 2 has started; the
-    rerun resumes round 2 and ends with a clean build's rows (`small`: a clean kept build of 12)."""
-    clean, _ = small
+    rerun resumes round 2 and ends with a clean build's rows."""
+    clean = build(config("small", tmp_path / "clean", manifests_dir, prompts_dir, unit=2, min_spacing_m=1.0))
     assert clean.manifest["quota"]["rounds"] == 2
     out = tmp_path / "killed"
     cmd = [
         sys.executable, "-m", "corebuild", "build", "--region", "small", "--manifests", str(manifests_dir), "--output", str(out),
-        "--min-spacing", "1", "--unit-points", "2", "--no-progress",
+        "--min-spacing", "1", "--unit-points", "2", "--no-progress", "--ocr-backend", "off", "--prompts", str(prompts_dir),
     ]
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     proc = subprocess.Popen(cmd, cwd=ROOT, env=env, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
