@@ -277,14 +277,15 @@ def run_pipeline(*args, **kwargs):
 def execute(prep: Prepared, state: BuildState, round_no: int = 1, pipeline_factory: Optional[Callable] = None, progress: bool = True) -> float:
     """One round's Beam pipeline, watched by the progress bar; returns its wall seconds."""
     cfg, region = prep.cfg, prep.region
-    take = SamplingPlan(region, cfg.sample).wanted if state.take is None else state.take
+    wanted = SamplingPlan(region, cfg.sample).wanted
+    take = wanted if state.take is None else state.take
     t0 = time.perf_counter()
     beam_log, quiet = logging.getLogger("apache_beam.runners.common"), _NoTracebackForOurErrors()
     beam_log.addFilter(quiet)
     try:
         with UnitProgress(
             prep.storage, region.id, units_for(take, state.unit_points), state.unit_points, enabled=progress,
-            retry_units=state.retry_units, round_no=round_no, target=SamplingPlan(region, cfg.sample).wanted if cfg.sample.quota_of == "kept" else None,
+            retry_units=state.retry_units, round_no=round_no, target=wanted if cfg.sample.quota_of == "kept" else None,
         ):
             run_pipeline(cfg, region, prep.stamp, prep.storage, state, test_pipeline=pipeline_factory() if pipeline_factory else None)
     finally:
