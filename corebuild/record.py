@@ -152,10 +152,14 @@ class Record:
     map: Optional[AerialCrop] = None  # optional second aerial modality (OSM map tiles)
     ocr: Optional[tuple[OcrText, ...]] = None
     ocr_backend: Optional[str] = None
+    ocr_languages_read: Optional[tuple[str, ...]] = None  # the region's languages its OCR readers read
+    ocr_languages_unread: Optional[tuple[str, ...]] = None  # ... and those no reader here reads
     segments: Optional[tuple[Segment, ...]] = None  # None: segmentation did not run
     segmenter: Optional[str] = None  # backend:model id
     labeler: Optional[str] = None  # backend:model id of the mask labels, or None
     description: Optional[Description] = None
+    # Sign text the description claims in a script no OCR reader of the row read: kept, not checked.
+    signs_unverifiable: Optional[tuple[str, ...]] = None
     timings: tuple[tuple[str, float], ...] = field(default=())
 
     @property

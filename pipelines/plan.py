@@ -14,6 +14,7 @@ from corebuild.stages.capture import CaptureStage
 from corebuild.stages.describe import DESCRIBERS, DescribeStage
 from corebuild.stages.locate import LocateStage
 from corebuild.stages.ocr import OcrStage
+from corebuild.stages.ocr.coverage import region_plan
 from corebuild.stages.qc import QcStage
 from corebuild.stages.segment import SegmentStage
 from corebuild.stages.stage import Stage
@@ -40,7 +41,7 @@ def unit_stages(cfg: BuildConfig, region: Region) -> list[StagePlan]:
     engine = DESCRIBERS.backend(d.backend).shared  # an in-process GPU engine (vllm)
     plans = [
         StagePlan("Capture", partial(CaptureStage, cfg.fetch, batch)),
-        StagePlan("OCR", partial(OcrStage, cfg.ocr, [list(g) for g in region.ocr_languages])),
+        StagePlan("OCR", partial(OcrStage, cfg.ocr, region_plan(cfg.ocr, region))),
     ]
     if cfg.segment.backend != "off":
         plans.append(StagePlan("Segment", partial(SegmentStage, cfg.segment), gpu=True))

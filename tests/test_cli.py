@@ -119,7 +119,7 @@ def test_choice_lists_are_the_registries():
     build = next(a for a in parser()._subparsers._group_actions[0].choices["build"]._actions if a.dest == "segment")
     assert set(build.choices) == {"off", *SEGMENTERS} and set(LABELERS) == {"clip"}
     assert {"template", "openai", "vllm"} == set(DESCRIBERS)
-    assert {"rapidocr", "easyocr", "off"} == set(OCR_BACKENDS)
+    assert {"auto", "rapidocr", "rapidocr-v5", "easyocr", "off"} == set(OCR_BACKENDS)
 
 
 def test_the_printed_retry_command_and_log_lines_carry_no_credential():
@@ -218,7 +218,7 @@ def test_every_generated_flag_defaults_to_its_field_and_the_help_shows_it(monkey
                 assert f"(default:{','.join(value)})" in re.sub(r"\s+", "", shown), x.path
                 continue
             assert (f"(default: {value:g})" if isinstance(value, float) else f"(default: {value})") in shown, x.path
-    assert "(default: 256)" in shown and "(default: 25)" in shown and "(default: rapidocr)" in shown  # --shard-mb, --min-spacing, --ocr-backend
+    assert "(default: 256)" in shown and "(default: 25)" in shown and "(default: auto)" in shown  # --shard-mb, --min-spacing, --ocr-backend
     args = build.parse_args(["--region", "demo"])
     assert build_config(args) == BuildConfig("demo")  # the unset flags (ocr threads, prompt) too, with one worker
     # and no hand-written flag has a default value of its own to drift from a field's

@@ -14,6 +14,8 @@ from typing import Any
 import numpy as np
 
 COLUMNS = ["sample_id", "status", "failure_reason", "description", "describer_backend", "describer_model", "prompt_id", "ocr", "street_views", "aerial_image", "aerial_format", "lat", "lon"]
+# Columns newer than some builds: read where the shard has them.
+LATER = ["ocr_languages_unread", "signs_unverifiable"]
 
 
 def sample_rows(storage, region_prefix: str, fraction: float, seed: int = 0, include_failed: bool = False) -> list[dict[str, Any]]:
@@ -22,8 +24,9 @@ def sample_rows(storage, region_prefix: str, fraction: float, seed: int = 0, inc
     from corebuild.shards.storage import open_parquet
 
     for name in listed_shards(storage, region_prefix):  # only committed shards
-        t = open_parquet(storage, name).read(columns=COLUMNS, use_threads=False)
-        rows += [r for r in t.to_pylist() if include_failed or r["status"] == "kept"]
+        pf = open_parquet(storage, name)
+        t = pf.read(columns=COLUMNS + [c for c in LATER if c in pf.schema_arrow.names], use_threads=False)
+        rows += [{**dict.fromkeys(LATER), **r} for r in t.to_pylist() if include_failed or r["status"] == "kept"]
     rows.sort(key=lambda r: r["sample_id"])
     k = max(1, round(len(rows) * fraction)) if rows else 0
     pick = sorted(np.random.default_rng(seed).choice(len(rows), size=k, replace=False).tolist()) if k else []
@@ -49,6 +52,8 @@ def render_html(rows: list[dict[str, Any]], title: str) -> str:
         ocr = "<br>".join(
             f"<span class='{'dropped' if o.get('dropped') else ''}'>{html.escape(o['text'])} ({o['heading']:g}°, {o['confidence']:.2f})</span>" for o in r["ocr"] or []
         )
+        if r.get("signs_unverifiable"):  # sign text QC could not check: no reader here reads its script
+            ocr += "<br><b>unverifiable</b> (" + html.escape(", ".join(r.get("ocr_languages_unread") or ())) + " not read): " + html.escape(" · ".join(r["signs_unverifiable"]))
         status = r["status"] + (f": {html.escape(r['failure_reason'])}" if r["failure_reason"] else "")
         out.append(
             f"<tr id='{html.escape(r['sample_id'])}'><td>{html.escape(r['sample_id'])}<br>{status}<br>{r['lat']:.6f}, {r['lon']:.6f}</td>"
@@ -62,7 +67,8 @@ def render_html(rows: list[dict[str, Any]], title: str) -> str:
 def render_csv(rows: list[dict[str, Any]]) -> str:
     buf = io.StringIO()
     w = csv.writer(buf)
-    w.writerow(["sample_id", "status", "description", "ocr", "verdict", "notes"])
+    w.writerow(["sample_id", "status", "description", "ocr", "unverifiable", "verdict", "notes"])
     for r in rows:
-        w.writerow([r["sample_id"], r["status"], r["description"] or "", json.dumps([o["text"] for o in r["ocr"] or [] if not o.get("dropped")], ensure_ascii=False), "", ""])
+        w.writerow([r["sample_id"], r["status"], r["description"] or "", json.dumps([o["text"] for o in r["ocr"] or [] if not o.get("dropped")], ensure_ascii=False),
+                    json.dumps(list(r.get("signs_unverifiable") or ()), ensure_ascii=False), "", ""])
     return buf.getvalue()

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import re
 from collections import Counter
-from typing import Sequence
+from typing import Any, Sequence
 
 import numpy as np
 
@@ -51,6 +51,39 @@ def build_texts(storage, region_prefix: str) -> list[str]:
         t = open_parquet(storage, name).read(columns=["status", "description"], use_threads=False).to_pydict()
         texts += [d for s, d in zip(t["status"], t["description"]) if s == "kept" and d]
     return texts
+
+
+def build_coverage(storage, region_prefix: str) -> dict[str, Any]:
+    """Kept rows by OCR coverage (full / partial / none) and, per language no reader read, its rows."""
+    from collections import Counter
+
+    from corebuild.dataset.reader import listed_shards
+    from corebuild.shards.manifest import COVERAGE_COLUMNS, coverage_of
+    from corebuild.shards.storage import open_parquet
+
+    kinds, unread = Counter(), Counter()
+    for name in listed_shards(storage, region_prefix):
+        pf = open_parquet(storage, name)
+        cols = ["status"] + [c for c in COVERAGE_COLUMNS if c in pf.schema_arrow.names]
+        t = pf.read(columns=cols, use_threads=False).to_pydict()
+        nones = [None] * len(t["status"])
+        for st, r, u in zip(t["status"], t.get("ocr_languages_read", nones), t.get("ocr_languages_unread", nones)):
+            if st == "kept":
+                kinds[coverage_of(r, u)] += 1
+                unread.update(u or ())
+    return {"kinds": dict(kinds), "unread": dict(sorted(unread.items()))}
+
+
+def format_coverage(c: dict[str, Any]) -> str:
+    total = sum(c["kinds"].values())
+    lines = ["OCR coverage of kept rows (every language the region needs read / some / none):"]
+    for k in ("full", "partial", "none", "unrecorded"):
+        if k in c["kinds"] or k != "unrecorded":
+            n = c["kinds"].get(k, 0)
+            lines.append(f"  {k:<11} {n:>8} {n / total if total else 0:>7.1%}")
+    if c["unread"]:
+        lines.append("  unread here: " + ", ".join(f"{code} ({n} rows)" for code, n in c["unread"].items()))
+    return "\n".join(lines)
 
 
 def format_stats(s: dict[str, float]) -> str:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import json
 import re
 from dataclasses import dataclass, field
@@ -18,6 +20,7 @@ from corebuild.assets import locate
 from corebuild.errors import ManifestError
 from corebuild.geo import equal_area
 from corebuild.regions.languages import group_problem
+from corebuild.synthetic.scripts import DEFAULT_SCRIPT, SCRIPTS
 
 CONTINENTS = ("Africa", "Antarctica", "Asia", "Europe", "North America", "Oceania", "South America")
 IMAGERY_SOURCES = ("providers", "synthetic")
@@ -25,7 +28,7 @@ _ID_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
 MAX_AREA_KM2 = 50_000.0
 MIN_AREA_KM2 = 0.01
 KNOWN_FIELDS = frozenset(
-    {"id", "name", "country", "continent", "polygon", "ocr_languages", "ocr_languages_unsupported", "quota", "imagery", "synthetic_world", "providers", "roads", "source", "notes"}
+    {"id", "name", "country", "continent", "polygon", "ocr_languages", "ocr_languages_unsupported", "ocr_backends", "quota", "imagery", "synthetic_world", "providers", "roads", "source", "notes"}
 )
 MAX_ABS_LAT = 89.5
 MAX_QUOTA = 1_000_000  # points per region; far above any real region, and float-safe downstream
@@ -34,6 +37,7 @@ MAX_QUOTA = 1_000_000  # points per region; far above any real region, and float
 @dataclass(frozen=True)
 class SyntheticWorldSpec:
     seed: int = 0
+    script: str = DEFAULT_SCRIPT  # the writing system of the shop signs: one of SCRIPTS
 
 
 @dataclass(frozen=True)
@@ -50,6 +54,8 @@ class Region:
     providers: dict[str, Any] = field(default_factory=dict)
     source_path: str = ""
     roads: Optional[str] = None  # a road network file to sample along (`--roads` wins over it)
+    ocr_languages_unsupported: tuple[str, ...] = ()  # languages spoken there that no easyocr model reads
+    ocr_backends: dict[str, str] = field(default_factory=dict)  # script -> OCR backend, over the automatic choice
 
     @property
     def centroid(self) -> tuple[float, float]:
@@ -159,6 +165,22 @@ def _ocr_languages(doc: dict, path: str) -> tuple[tuple[str, ...], ...]:
     return tuple(tuple(g) for g in groups)
 
 
+def _ocr_extra(doc: dict, path: str) -> tuple[tuple[str, ...], dict[str, str]]:
+    """`ocr_languages_unsupported` (language tags) and `ocr_backends` ({script: backend or "none"})."""
+    from corebuild.stages.ocr.coverage import LETTERS
+
+    unsupported = doc.get("ocr_languages_unsupported", [])
+    if not isinstance(unsupported, list) or not all(isinstance(t, str) and t for t in unsupported):
+        raise ManifestError(path, "ocr_languages_unsupported", "expected a list of language tags")
+    backends = doc.get("ocr_backends", {})
+    if not isinstance(backends, dict) or not all(isinstance(v, str) and v for v in backends.values()):
+        raise ManifestError(path, "ocr_backends", 'expected {"<script>": "<OCR backend>"}')
+    for script in backends:
+        if script not in LETTERS:
+            raise ManifestError(path, f"ocr_backends.{script}", f"unknown script (known: {', '.join(sorted(LETTERS))})")
+    return tuple(unsupported), dict(backends)
+
+
 def _quota(doc: dict, path: str) -> int:
     quota = _require(doc, "quota", int, path)
     if quota <= 0:
@@ -178,7 +200,10 @@ def _imagery(doc: dict, path: str) -> tuple[str, Optional[SyntheticWorldSpec]]:
     seed = spec.get("seed", 0) if isinstance(spec, dict) else None
     if type(seed) is not int or seed < 0:
         raise ManifestError(path, "synthetic_world", 'expected {"seed": <int >= 0>}')
-    return imagery, SyntheticWorldSpec(seed=seed)
+    script = spec.get("script", DEFAULT_SCRIPT)
+    if not isinstance(script, str) or script not in SCRIPTS:
+        raise ManifestError(path, "synthetic_world", f"script {script!r} is not one of {', '.join(SCRIPTS)}")
+    return imagery, SyntheticWorldSpec(seed=seed, script=script)
 
 
 def _providers(doc: dict, path: str) -> dict[str, Any]:
@@ -235,6 +260,8 @@ def parse_region(doc: Any, path: str) -> Region:
         source_path=path,
         roads=_roads(doc, path),
     )
+    unsupported, backends = _ocr_extra(doc, path)
+    region = dataclasses.replace(region, ocr_languages_unsupported=unsupported, ocr_backends=backends)
     area = region.area_km2()
     if not MIN_AREA_KM2 <= area <= MAX_AREA_KM2:
         raise ManifestError(path, "polygon", f"area {area:.3f} km² is outside {MIN_AREA_KM2}..{MAX_AREA_KM2:.0f} km²")

@@ -19,7 +19,8 @@ from corebuild.stages.describe import DESCRIBERS, load_describer
 from corebuild.errors import BuildError, ConfigError, CorebuildError
 from corebuild.shards.manifest import count_shards, write_manifest
 from corebuild.stages.fetch.fetcher import Fetcher
-from corebuild.stages.ocr import load_ocr
+from corebuild.stages.ocr import load_plan
+from corebuild.stages.ocr.coverage import region_plan
 from corebuild.stages.describe.prompts import load_prompt
 from corebuild.stages.segment import load_labeler, load_segmenter
 from corebuild.stages.fetch import choose_providers
@@ -144,6 +145,11 @@ def preflight(cfg: BuildConfig, region: Region) -> dict[str, Any]:
     prompt = load_prompt(cfg.describe.prompts_dir, cfg.describe.prompt_id)
     if cfg.sample.roads is not None:  # a missing or unreadable road file: here, not on every worker
         load_roads(cfg.sample.roads, cfg.sample.road_tags)
+    plan = region_plan(cfg.ocr, region)
+    coverage = {"by_script": dict(plan.by_script), "read": list(plan.read), "unread": list(plan.unread)}
+    if plan.unread:
+        log.warning("OCR for %s: no reader here reads %s (%s); sign text in them is recorded as unverifiable, not checked "
+                    "(`corebuild models check --regions %s` says what would)", region.id, ", ".join(plan.unread), plan.summary(), region.id)
     if not cfg.runner.local:
         # Workers on another runner hold the weights (worker image) and read keys (Secret
         # Manager) there; this machine checks the prompt and config, then records the ids asked for.
@@ -156,6 +162,7 @@ def preflight(cfg: BuildConfig, region: Region) -> dict[str, Any]:
         s = cfg.segment
         return {
             "ocr": f"{cfg.ocr.backend}:(loaded on workers)",
+            "ocr_coverage": coverage,
             "segmentation": f"{s.backend}:{s.model_type}" if s.backend != "off" else None,
             "mask_labels": f"{s.labeler}" if s.backend != "off" and s.labeler != "off" else None,
             "describer": f"{cfg.describe.backend}:{cfg.describe.model or cfg.describe.backend}",
@@ -168,12 +175,13 @@ def preflight(cfg: BuildConfig, region: Region) -> dict[str, Any]:
         describer = load_describer(cfg.describe)
         describer_id = f"{describer.name}:{describer.model_id}"
         getattr(describer, "close", lambda: None)()
-    ocr = load_ocr(cfg.ocr, [list(g) for g in region.ocr_languages])
+    ocr = load_plan(cfg.ocr, plan)
     segmenter = load_segmenter(cfg.segment)  # missing weights fail here, once, not per element
     labeler = load_labeler(cfg.segment) if segmenter else None
     Fetcher(cfg.fetch).close()  # resolves every provider's secrets and settings, then lets go
     return {
         "ocr": f"{ocr.name}:{ocr.model_id}",
+        "ocr_coverage": coverage,
         "segmentation": f"{segmenter.name}:{segmenter.model_id}" if segmenter else None,  # None: off, and said so
         "mask_labels": f"{labeler.name}:{labeler.model_id}" if labeler else None,
         "describer": describer_id,

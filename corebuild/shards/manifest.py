@@ -13,6 +13,14 @@ from corebuild.failures import failure_class
 
 
 COUNT_COLUMNS = ["sample_id", "region_id", "status", "failure_reason"]
+COVERAGE_COLUMNS = ["ocr_languages_read", "ocr_languages_unread"]  # absent in shards written before them
+
+
+def coverage_of(read: Optional[list[str]], unread: Optional[list[str]]) -> str:
+    """A kept row's OCR coverage: full (every language the region needs was read), partial, none."""
+    if read is None and unread is None:
+        return "unrecorded"
+    return "none" if not read else "partial" if unread else "full"
 
 
 def count_shards(storage, names: list[str], written: Optional[dict[str, dict[str, Any]]] = None) -> dict[str, Any]:
@@ -21,13 +29,16 @@ def count_shards(storage, names: list[str], written: Optional[dict[str, dict[str
     Sizes and sha256 come from `written` (what the writer stored, by name) when given, else
     from the stored bytes."""
     shards, status, reasons, per_region = [], Counter(), Counter(), {}
+    coverage, unread_rows = Counter(), Counter()
     ids: Counter = Counter()
     for name in sorted(names):
         base = name.rsplit("/", 1)[-1]
         known = (written or {}).get(base)
         try:
             # Only the four small columns (ranged reads on gs://: a build is not downloaded to be counted).
-            table = open_parquet(storage, name).read(columns=COUNT_COLUMNS, use_threads=False)
+            pf = open_parquet(storage, name)
+            have = set(pf.schema_arrow.names)
+            table = pf.read(columns=COUNT_COLUMNS + [c for c in COVERAGE_COLUMNS if c in have], use_threads=False)
         except CorebuildError:
             raise FileNotFoundError(storage.join(name)) from None
         if known is not None:
@@ -36,9 +47,14 @@ def count_shards(storage, names: list[str], written: Optional[dict[str, dict[str
             data = storage.read(name) or b""
             size, digest = len(data), hashlib.sha256(data).hexdigest()
         cols = table.to_pydict()
-        for sid, rid, st, why in zip(cols["sample_id"], cols["region_id"], cols["status"], cols["failure_reason"]):
+        nones = [None] * table.num_rows
+        for sid, rid, st, why, read, unread in zip(cols["sample_id"], cols["region_id"], cols["status"], cols["failure_reason"],
+                                                   cols.get("ocr_languages_read", nones), cols.get("ocr_languages_unread", nones)):
             ids[sid] += 1
             status[st] += 1
+            if st == "kept":
+                coverage[coverage_of(read, unread)] += 1
+                unread_rows.update(unread or ())
             r = per_region.setdefault(rid, {"kept": 0, "failed": 0, "failed_by_reason": Counter()})
             r[st] = r.get(st, 0) + 1
             if st == "failed":
@@ -64,6 +80,9 @@ def count_shards(storage, names: list[str], written: Optional[dict[str, dict[str
         "failed_by_reason": dict(sorted(reasons.items())),
         "failed_by_class": by_class(reasons),
         "duplicate_sample_ids": sum(1 for v in ids.values() if v > 1),
+        # Kept rows by OCR coverage, and per language no reader read, the kept rows it concerns.
+        "ocr_coverage": {**{k: coverage.get(k, 0) for k in ("full", "partial", "none")},
+                         **({"unrecorded": coverage["unrecorded"]} if coverage["unrecorded"] else {}), "unread": dict(sorted(unread_rows.items()))},
         "per_region": per_region,
         "shards": shards,
     }

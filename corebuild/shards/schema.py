@@ -249,6 +249,14 @@ def _description() -> Part:
     )
 
 
+def _strs_out(values: Optional[tuple[str, ...]]) -> Optional[list[str]]:
+    return None if values is None else list(values)
+
+
+def _strs_in(values: Optional[list[str]]) -> Optional[tuple[str, ...]]:
+    return None if values is None else tuple(values)
+
+
 def _redacted(error: Optional[str]) -> Optional[str]:
     # The last gate: a quoted body or exception text never carries a credential.
     return redact_text(error) if error else error
@@ -275,10 +283,13 @@ def _layout() -> tuple[Union[Column, Part], ...]:
         crop_part("map", "map crop", MAP_OMITS, provider="map-tile source (second aerial modality, e.g. OSM), null when off", attribution="map source attribution"),
         _OCR.column("ocr", "OCR evidence: text, confidence, box, heading of the view"),
         held("ocr_backend", pa.string(), "OCR backend and model id"),
+        held("ocr_languages_read", pa.list_(pa.string()), "the region's OCR languages a reader of this row reads (codes as in its manifest)", to_cell=_strs_out, from_cell=_strs_in),
+        held("ocr_languages_unread", pa.list_(pa.string()), "the region's OCR languages no reader here reads: sign text in them is not evidence", to_cell=_strs_out, from_cell=_strs_in),
         _SEGMENTS.column("segments", "open-world masks per view (RLE) with open-vocabulary labels; null when segmentation was off"),
         held("segmenter", pa.string(), "segmentation backend and model id, null when off"),
         held("labeler", pa.string(), "mask labeler backend and model id, null when masks are unlabelled"),
         _description(),
+        held("signs_unverifiable", pa.list_(pa.string()), "sign text the description claims in a script no OCR reader here read: kept, unverified (else null)", to_cell=_strs_out, from_cell=_strs_in),
         held("stage_seconds", pa.list_(_TIMING), "wall seconds spent per stage on this record", "timings", to_cell=_timings_out, from_cell=_timings_in),
         derived("build_id", pa.string(), "build this row came from (see manifest.json)", lambda r, s: s.build_id),
         derived("config_hash", pa.string(), "hash of the content-relevant config", lambda r, s: s.config_hash),

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Iterable
 
 from corebuild.record import Record
 from corebuild.stages.describe.prompts import load_prompt
+from corebuild.stages.ocr.coverage import readable
 from corebuild.stages.stage import StageBase
 
 if TYPE_CHECKING:
@@ -81,13 +82,21 @@ def claimed_signs(rec: Record) -> list[str]:
 
 
 def check_grounding(rec: Record, action: str = "fail", min_ratio: float = 0.8, min_words: int = 1) -> Record:
-    """Hallucinated sign text: `fail` the row, or `remove` the sentences that quote it. What
+    """Hallucinated sign text: `fail` the row, or `remove` the sentences that quote it. Text in a
+    script no OCR reader of the row reads is not judged: it goes to `signs_unverifiable`. What
     removal leaves must still reach the prompt's `min_words`, else the row fails
     (`qc.emptied_by_grounding`): a stub is not a description."""
     if rec.failed or rec.description is None:
         return rec
     evidence = [t.text for t in rec.ocr or () if not t.dropped]
     bad = [c for c in claimed_signs(rec) if not grounded(c, evidence, min_ratio)]
+    if rec.ocr_languages_read is not None:
+        # Text in a script none of the row's readers reads could not have been in the evidence:
+        # unverifiable, recorded, kept (the model may have read it right from the picture).
+        unverifiable = tuple(c for c in bad if not readable(c, rec.ocr_languages_read))
+        if unverifiable:
+            rec = rec.with_(signs_unverifiable=unverifiable)
+            bad = [c for c in bad if c not in unverifiable]
     if not bad:
         return rec
     if action == "fail":

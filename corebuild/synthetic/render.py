@@ -138,7 +138,7 @@ def _draw_sign(img: Image.Image, cam: Camera, sign: "Sign") -> None:
     cx1, cy1 = min(x1, img.width), min(y1, img.height)
     if cx1 - cx0 < 2 or cy1 - cy0 < 2:
         return
-    tex = sign_texture(sign.text, sign.background, sign.foreground)
+    tex = sign_texture(sign.text, sign.background, sign.foreground, sign.script)
     tw, th = tex.size
     dst = [(float(u - cx0), float(v - cy0)) for u, v in uv]
     coeffs = _perspective_coeffs(dst, [(0, 0), (tw, 0), (tw, th), (0, th)])
@@ -220,7 +220,9 @@ def render_street(world: "World", cam: Camera) -> Image.Image:
 def clean_signs(world: "World", cam: Camera, max_distance_m: float = 45.0, min_char_px: float = 10.0) -> list["Sign"]:
     """Signs a view shows whole, facing the camera, unoccluded and large enough to read.
 
-    This is the OCR ground truth: what a good OCR engine should read from this view.
+    This is the OCR ground truth: what a good OCR engine should read from this view. Each sign's
+    `text` is the exact string its texture draws (NFC; in logical order for right-to-left scripts)
+    and its `script` the world's sign script.
     """
     out = []
     frustum = cam.frustum(max_distance_m)

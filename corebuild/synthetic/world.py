@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import math
 import re
+import unicodedata
 from dataclasses import dataclass
 from functools import cached_property
 from typing import Optional
@@ -23,6 +24,7 @@ from shapely.geometry import LineString, Point, Polygon, box
 from shapely.strtree import STRtree
 
 from corebuild.geo import equidistant, local_to_webmercator
+from corebuild.synthetic.scripts import DEFAULT_SCRIPT, check_script
 from corebuild.synthetic.signs import sign_texture
 
 # Facade colours with plain names; roofs are a darker shade of the same colour, so what a
@@ -49,6 +51,64 @@ NAMES = (
     "POLO", "RIVA", "MIRA", "ORION", "VEGA", "DELTA", "PIXEL", "LOTUS", "CEDAR", "MAPLE", "ZEN",
     "EMBER", "CORAL", "FALCO", "KAPPA", "OMEGA", "TERRA", "AURA", "BOREAL",
 )
+# Sign texts in the other scripts mirror the Latin ones: a name and a kind of shop, 30 of each,
+# written in the order a shop in that script writes them (the name's pick comes first either way).
+SIGN_WORDS: dict[str, tuple[tuple[str, ...], tuple[str, ...], str]] = {  # script -> (names, shops, "{name} {shop}")
+    "latin": (NAMES, SHOPS, "{name} {shop}"),
+    "cyrillic": (
+        (
+            "ЛУНА", "РОМА", "СЕВЕР", "ДУБ", "ЗВЕЗДА", "СОЛНЦЕ", "АЛЬФА", "НОВА", "АТЛАС", "ВОЛНА", "ИРИС",
+            "ПОЛЮС", "РИВА", "МИРА", "ОРИОН", "ВЕГА", "ДЕЛЬТА", "ЛОТОС", "КЕДР", "КЛЁН", "ЗАРЯ", "ВЕСНА",
+            "РАДУГА", "ВОСТОК", "ОМЕГА", "ТЕРРА", "АВРОРА", "БЕРЁЗКА", "ЯНТАРЬ", "УЮТ",
+        ),
+        (
+            "ПЕКАРНЯ", "АПТЕКА", "КАФЕ", "ГОСТИНИЦА", "БАНК", "КНИГИ", "РЫНОК", "ЦВЕТЫ", "ПИЦЦА", "СУШИ",
+            "АТЕЛЬЕ", "АВТОСЕРВИС", "ХОСТЕЛ", "СТОМАТОЛОГИЯ", "КИНО", "БАР", "ФИТНЕС", "ОПТИКА", "ШАУРМА",
+            "ГАСТРОНОМ", "САЛОН", "ИГРУШКИ", "ОБУВЬ", "МУЗЫКА", "ВЕЛОСИПЕДЫ", "ПРАЧЕЧНАЯ", "МЯСО", "ПРОДУКТЫ",
+            "ЧАЙ", "СТОЛОВАЯ",
+        ),
+        "{shop} {name}",
+    ),
+    "arabic": (
+        (
+            "النور", "القمر", "الشمس", "الأمل", "النجمة", "الواحة", "الريم", "الياسمين", "الزيتون", "الأندلس",
+            "السلام", "الفجر", "الهلال", "النخيل", "الوردة", "البحر", "الجبل", "الربيع", "الصفا", "المدينة",
+            "الأرز", "اللؤلؤ", "الفيروز", "الغزال", "البركة", "السعادة", "النسيم", "الخليج", "الشام", "الرشيد",
+        ),
+        (
+            "مخبز", "صيدلية", "مقهى", "فندق", "بنك", "مكتبة", "سوق", "زهور", "بيتزا", "سوشي",
+            "خياط", "كراج", "نزل", "عيادة أسنان", "سينما", "مطعم", "نادي رياضي", "نظارات", "كباب", "حلويات",
+            "صالون", "ألعاب", "أحذية", "موسيقى", "دراجات", "مغسلة", "ملحمة", "بقالة", "شاي", "مشويات",
+        ),
+        "{shop} {name}",
+    ),
+    "greek": (
+        (
+            "ΗΛΙΟΣ", "ΑΣΤΡΟ", "ΟΛΥΜΠΟΣ", "ΑΘΗΝΑ", "ΔΕΛΦΙΝΙ", "ΚΥΜΑ", "ΑΝΘΟΣ", "ΕΛΙΑ", "ΔΑΦΝΗ", "ΙΡΙΣ",
+            "ΠΗΓΑΣΟΣ", "ΑΙΓΑΙΟ", "ΝΕΦΕΛΗ", "ΟΡΙΖΩΝ", "ΑΥΡΑ", "ΦΑΡΟΣ", "ΛΙΜΑΝΙ", "ΠΛΑΤΑΝΟΣ", "ΚΕΔΡΟΣ", "ΑΡΓΩ",
+            "ΘΑΛΑΣΣΑ", "ΑΚΡΟΠΟΛΗ", "ΜΕΛΙΣΣΑ", "ΡΟΔΙ", "ΣΕΛΗΝΗ", "ΓΑΛΗΝΗ", "ΟΜΕΓΑ", "ΔΕΛΤΑ", "ΖΕΦΥΡΟΣ", "ΑΛΚΥΟΝΗ",
+        ),
+        (
+            "ΑΡΤΟΠΟΙΕΙΟ", "ΦΑΡΜΑΚΕΙΟ", "ΚΑΦΕ", "ΞΕΝΟΔΟΧΕΙΟ", "ΤΡΑΠΕΖΑ", "ΒΙΒΛΙΟΠΩΛΕΙΟ", "ΑΓΟΡΑ", "ΑΝΘΟΠΩΛΕΙΟ", "ΠΙΤΣΑ", "ΣΟΥΣΙ",
+            "ΡΑΦΕΙΟ", "ΣΥΝΕΡΓΕΙΟ", "ΞΕΝΩΝΑΣ", "ΟΔΟΝΤΙΑΤΡΕΙΟ", "ΣΙΝΕΜΑ", "ΜΠΑΡ", "ΓΥΜΝΑΣΤΗΡΙΟ", "ΟΠΤΙΚΑ", "ΣΟΥΒΛΑΚΙ", "ΜΕΖΕΔΕΣ",
+            "ΚΟΜΜΩΤΗΡΙΟ", "ΠΑΙΧΝΙΔΙΑ", "ΥΠΟΔΗΜΑΤΑ", "ΜΟΥΣΙΚΗ", "ΠΟΔΗΛΑΤΑ", "ΚΑΘΑΡΙΣΤΗΡΙΟ", "ΚΡΕΟΠΩΛΕΙΟ", "ΠΑΝΤΟΠΩΛΕΙΟ", "ΤΣΑΙ", "ΤΑΒΕΡΝΑ",
+        ),
+        "{shop} {name}",
+    ),
+    "japanese": (
+        (
+            "さくら", "ひまわり", "あおば", "みどり", "こだま", "ひかり", "つばさ", "はるか", "すずらん", "もみじ",
+            "かえで", "あさひ", "ふじ", "やまと", "みなと", "ゆめ", "ほし", "つき", "そら", "うみ",
+            "山田", "田中", "中村", "大和", "富士", "青空", "日の出", "銀河", "太陽", "若葉",
+        ),
+        (
+            "パン屋", "薬局", "カフェ", "ホテル", "銀行", "書店", "市場", "花屋", "ピザ", "寿司",
+            "洋服店", "自動車整備", "旅館", "歯科", "映画館", "酒場", "ジム", "眼鏡店", "ケバブ", "惣菜",
+            "美容室", "おもちゃ", "靴店", "楽器店", "自転車", "クリーニング", "精肉店", "スーパー", "お茶", "食堂",
+        ),
+        "{name}{shop}",  # no space: さくら薬局
+    ),
+}
 SIGN_STYLES = (  # (background, text)
     ((250, 250, 245), (20, 20, 20)),
     ((20, 30, 60), (250, 250, 250)),
@@ -81,6 +141,7 @@ class Sign:
     normal: tuple[float, float]  # outward, towards the street
     background: tuple[int, int, int]
     foreground: tuple[int, int, int]
+    script: str = DEFAULT_SCRIPT  # the writing system of `text` (which font draws it)
 
     @property
     def center(self) -> tuple[float, float, float]:
@@ -146,16 +207,17 @@ def _rng(seed: int, name: str) -> np.random.Generator:
     return np.random.default_rng([seed, salt])
 
 
-def sign_texture_size(text: str) -> tuple[int, int]:
+def sign_texture_size(text: str, script: str = DEFAULT_SCRIPT) -> tuple[int, int]:
     """Pixel size of a sign's texture; fixes the sign's physical aspect ratio."""
-    return sign_texture(text, (255, 255, 255), (0, 0, 0)).size
+    return sign_texture(text, (255, 255, 255), (0, 0, 0), script).size
 
 
 class World:
     """The town. Build it with `World.generate(...)`; every query is a pure function of it."""
 
-    def __init__(self, seed: int, lat0: float, lon0: float, extent: tuple[float, float, float, float]):
+    def __init__(self, seed: int, lat0: float, lon0: float, extent: tuple[float, float, float, float], script: str = DEFAULT_SCRIPT):
         self.seed = seed
+        self.script = check_script(script)  # the writing system of its shop signs
         self.lat0, self.lon0 = lat0, lon0
         self.extent = extent  # (minx, miny, maxx, maxy) local metres
         self.fwd, self.inv = equidistant(lat0, lon0)
@@ -167,8 +229,8 @@ class World:
 
     # ----- construction -------------------------------------------------------------------
     @classmethod
-    def generate(cls, seed: int, lat0: float, lon0: float, half_width_m: float, half_height_m: float) -> "World":
-        world = cls(seed, lat0, lon0, (-half_width_m, -half_height_m, half_width_m, half_height_m))
+    def generate(cls, seed: int, lat0: float, lon0: float, half_width_m: float, half_height_m: float, script: str = DEFAULT_SCRIPT) -> "World":
+        world = cls(seed, lat0, lon0, (-half_width_m, -half_height_m, half_width_m, half_height_m), script)
         world._layout()
         return world
 
@@ -183,7 +245,8 @@ class World:
         hw = max(abs(np.min(xs)), abs(np.max(xs))) + margin
         hh = max(abs(np.min(ys)), abs(np.max(ys))) + margin
         seed = region.synthetic_world.seed if region.synthetic_world else 0
-        return cls.generate(seed, lat0, lon0, float(hw), float(hh))
+        script = region.synthetic_world.script if region.synthetic_world else DEFAULT_SCRIPT
+        return cls.generate(seed, lat0, lon0, float(hw), float(hh), script)
 
     def _grid_lines(self, lo: float, hi: float, rng: np.random.Generator) -> list[tuple[float, float]]:
         """(position, width) of parallel roads every ~110 m; every third is a wide avenue."""
@@ -277,11 +340,14 @@ class World:
 
     def _make_sign(self, bid, a, b, normal, rng, used: set[str]) -> Optional[Sign]:
         facade = math.hypot(b[0] - a[0], b[1] - a[1])
+        names, shops, pattern = SIGN_WORDS[self.script]
         for _ in range(8):
-            text = f"{NAMES[int(rng.integers(len(NAMES)))]} {SHOPS[int(rng.integers(len(SHOPS)))]}"
+            name = names[int(rng.integers(len(names)))]
+            # NFC: the text drawn is the ground truth OCR is scored against, as one canonical string.
+            text = unicodedata.normalize("NFC", pattern.format(name=name, shop=shops[int(rng.integers(len(shops)))]))
             if text in used:
                 continue
-            tw, th = sign_texture_size(text)
+            tw, th = sign_texture_size(text, self.script)
             width = SIGN_HEIGHT_M * tw / th
             if width > facade - 1.5:
                 continue
@@ -300,6 +366,7 @@ class World:
                 normal=normal,
                 background=bg,
                 foreground=fg,
+                script=self.script,
             )
         return None
 

@@ -261,3 +261,20 @@ def test_the_qc_stage_removes_with_the_prompts_own_minimum(prompts_dir):
         [out] = run_stage(qc, [rec])
         out = out.finish()
         assert (out.status, out.failure_reason) == (status, reason)
+
+
+def test_sign_text_in_a_script_no_reader_read_is_unverifiable_not_ungrounded():
+    """A row whose readers read Latin only cannot check Cyrillic sign text: kept, marked."""
+    text = 'A pharmacy sign reads "АПТЕКА". A sign reads "LUNA CAFE".'
+    rec = _rec(text, ["АПТЕКА", "LUNA CAFE"], [("LUNA CAFE", None)])
+    latin_only = check_grounding(rec.with_(ocr_languages_read=("en",), ocr_languages_unread=("ru",)))
+    assert not latin_only.failed and latin_only.signs_unverifiable == ("АПТЕКА",)
+    assert latin_only.description == rec.description  # kept as written, even in `remove` mode below
+    assert check_grounding(rec.with_(ocr_languages_read=("en",)), action="remove").description == rec.description
+    # Where a reader of Cyrillic ran, the same text is judged: it was not read, so it fails.
+    read = check_grounding(rec.with_(ocr_languages_read=("ru", "en"), ocr_languages_unread=()))
+    assert read.failure_reason == "qc.ungrounded_sign_text" and "АПТЕКА" in read.error
+    # Latin text a Latin reader missed still fails; rows without coverage (older builds) as before.
+    invented = _rec('A sign reads "GRAND HOTEL".', ["GRAND HOTEL"], []).with_(ocr_languages_read=("en",))
+    assert check_grounding(invented).failure_reason == "qc.ungrounded_sign_text"
+    assert check_grounding(rec).failure_reason == "qc.ungrounded_sign_text"

