@@ -11,6 +11,7 @@ from typing import Any, Optional
 
 import corebuild.stages.fetch as fetch_stage
 from corebuild.assets import MANIFESTS
+from corebuild.errors import CorebuildError
 from corebuild.options import add_flags, flag_paths, hashed_dict, option, registry_names
 from corebuild.stages.describe import DescribeConfig
 from corebuild.stages.fetch.fetcher import FetchConfig
@@ -92,6 +93,18 @@ class BuildConfig:
         flags = flag_paths(BuildConfig)
         return [f"{path} ({flags[path]})" if path in flags else path for path in inline_credential_fields(d)]
 
+    def ocr_plan_backends(self) -> str:
+        """The readers `--ocr-backend auto` runs for this region here, joined by "+" (one name
+        for a one-reader region: the demo's "rapidocr")."""
+        from corebuild.regions import load_region
+        from corebuild.stages.ocr.coverage import region_plan
+
+        try:
+            region = load_region(self.region_id, self.manifests_dir)
+        except CorebuildError:  # no such region: the build fails on it before any hash matters
+            return "auto"
+        return "+".join(r.backend for r in region_plan(self.ocr, region).readers) or "off"
+
     def content_hash(self) -> str:
         blob = json.dumps(self.content_dict(), sort_keys=True, default=str).encode()
         return hashlib.sha256(blob).hexdigest()[:16]
@@ -113,6 +126,8 @@ class BuildConfig:
             del d["sample"]["road_tags"]
         if self.sample.quota_of == "sampled":  # likewise: today's quota of sampled points, as before rounds
             del d["sample"]["quota_of"], d["sample"]["expected_yield"]
+        if self.ocr.backend == "auto":  # what auto resolves to runs: builds from before auto (rapidocr) still resume
+            d["ocr"]["backend"] = self.ocr_plan_backends()
         if self.segment.backend != "off":
             d["segment"]["vocabulary_hash"] = load_prompt(self.segment.prompts_dir, self.segment.vocabulary).hash
         if self.imagery == "synthetic":

@@ -20,6 +20,8 @@ def demo():
 
 
 def test_the_plan_is_the_selected_stages_each_with_its_own_slice(demo):
+    from corebuild.stages.ocr.coverage import region_plan
+
     cfg = BuildConfig(region_id="demo")
     plans = unit_stages(cfg, demo)
     assert [p.label for p in plans] == ["Capture", "OCR", "Describe", "QC"]
@@ -29,7 +31,7 @@ def test_the_plan_is_the_selected_stages_each_with_its_own_slice(demo):
         for arg in plan.make.args:  # never the whole config, never every region
             assert not isinstance(arg, BuildConfig) and not (isinstance(arg, dict) and "demo" in arg and hasattr(arg["demo"], "polygon"))
     stage = plans[1].make()
-    assert stage.cfg is cfg.ocr and stage.groups == [list(g) for g in demo.ocr_languages]
+    assert stage.cfg is cfg.ocr and stage.plan == region_plan(cfg.ocr, demo)  # the region's readers, not every region's
 
 
 def test_a_shared_engine_runs_behind_run_inference_in_the_same_place(demo):
