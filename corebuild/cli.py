@@ -455,6 +455,8 @@ def parser() -> argparse.ArgumentParser:
         ("splits", "corebuild.dataset.splits", "train/val/test assignments without geographic leakage (spatial blocks, min distance, continents)"),
         ("inspect", "corebuild.dataset.report", "static HTML report of a build: gallery, coverage maps, failure reasons, text statistics"),
         ("estimate", "corebuild.dataset.estimate", "requests, bytes, CPU/GPU hours and cost of building regions, with every assumption printed"),
+        ("eval", "corebuild.eval", "what a build's descriptions are worth: retrieval baseline (Recall@K), fidelity to the synthetic world"),
+        ("card", "corebuild.dataset.card", "a dataset card (Hugging Face README.md: licences, size, splits, columns, stats, results) for a build"),
     ):
         sp = sub.add_parser(name, help=help_)
         importlib.import_module(module).add_arguments(sp)

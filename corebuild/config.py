@@ -15,6 +15,7 @@ from corebuild.errors import CorebuildError
 from corebuild.options import add_flags, flag_paths, hashed_dict, option, registry_names
 from corebuild.stages.describe import DescribeConfig
 from corebuild.stages.fetch.fetcher import FetchConfig
+from corebuild.stages.fetch.localfolder import LocalFolderConfig
 from corebuild.stages.ocr import OcrConfig
 from corebuild.redact import inline_credential_fields, redact_beam_args, redact_urls_in
 from corebuild.stages.describe.prompts import load_prompt
@@ -126,6 +127,10 @@ class BuildConfig:
             del d["sample"]["road_tags"]
         if self.sample.quota_of == "sampled":  # likewise: today's quota of sampled points, as before rounds
             del d["sample"]["quota_of"], d["sample"]["expected_yield"]
+        local = d["fetch"]["local"]
+        for name in ("license", "attribution"):  # likewise: unstated, they keep the hash of builds before them
+            if getattr(self.fetch.local, name) == getattr(LocalFolderConfig, name):
+                del local[name]
         if self.ocr.backend == "auto":  # what auto resolves to runs: builds from before auto (rapidocr) still resume
             d["ocr"]["backend"] = self.ocr_plan_backends()
         if self.segment.backend != "off":

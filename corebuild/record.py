@@ -46,8 +46,9 @@ class StreetLocation:
     dedupe_key: str  # unique per region: the pano, the Mapillary sequence, the file
     heading: Optional[float] = None  # camera heading, when the provider knows it
     sequence_id: Optional[str] = None
-    copyright: Optional[str] = None
+    copyright: Optional[str] = None  # the attribution its licence asks for (credit, creator)
     image_url: Optional[str] = None  # where capture() downloads from, if the search gave one
+    license: Optional[str] = None  # SPDX id or LicenseRef-... (corebuild.licenses)
 
 
 @dataclass(frozen=True)
@@ -59,8 +60,9 @@ class StreetCapture:
     capture_date: Optional[str]  # "YYYY-MM" as the provider reports it
     distance_m: float  # from the sampled point to the camera
     views: tuple[StreetView, ...]
-    copyright: Optional[str] = None
+    copyright: Optional[str] = None  # the attribution its licence asks for (credit, creator)
     sequence_id: Optional[str] = None
+    license: Optional[str] = None  # SPDX id or LicenseRef-... (corebuild.licenses)
 
     @classmethod
     def of(cls, loc: StreetLocation, views: Sequence[StreetView]) -> "StreetCapture":
@@ -68,7 +70,7 @@ class StreetCapture:
         distance, copyright, sequence): how every street provider's `capture` ends."""
         return cls(
             provider=loc.provider, pano_id=loc.image_id, lat=loc.lat, lon=loc.lon, capture_date=loc.capture_date, distance_m=loc.distance_m,
-            views=tuple(views), copyright=loc.copyright, sequence_id=loc.sequence_id,
+            views=tuple(views), copyright=loc.copyright, sequence_id=loc.sequence_id, license=loc.license,
         )
 
     @classmethod
@@ -96,6 +98,7 @@ class AerialCrop:
     image_format: str = "png"
     attribution: Optional[str] = None
     blank_tiles: int = 0  # tiles that were placeholders or uniform, stitched in as they came
+    license: Optional[str] = None  # SPDX id or LicenseRef-... (corebuild.licenses)
 
 
 @dataclass(frozen=True)

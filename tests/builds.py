@@ -7,7 +7,7 @@ import io
 import json
 import math
 from pathlib import Path
-from typing import Optional
+from typing import Callable, Optional
 
 import numpy as np
 import pyarrow as pa
@@ -16,6 +16,7 @@ import shapely
 from PIL import Image, ImageDraw
 from shapely.geometry import Point
 
+from corebuild.licenses import SYNTHETIC, SYNTHETIC_ATTRIBUTION
 from corebuild.shards.manifest import count_shards
 from corebuild.shards.storage import open_storage
 from corebuild.shards.schema import COLUMNS, shard_schema
@@ -32,8 +33,10 @@ def _jpeg(seed: int, size: int = 64) -> bytes:
     return buf.getvalue()
 
 
-def fake_rows(region_id: str, lat0: float, lon0: float, n: int, spread_m: float = 3000.0, seed: int = 0, fail_every: int = 5) -> list[dict]:
-    """`n` rows around (lat0, lon0); every `fail_every`-th row is a failure row."""
+def fake_rows(region_id: str, lat0: float, lon0: float, n: int, spread_m: float = 3000.0, seed: int = 0, fail_every: int = 5,
+              licenses: Optional[Callable[[int], tuple[str, str]]] = None) -> list[dict]:
+    """`n` rows around (lat0, lon0); every `fail_every`-th row is a failure row. Kept rows are the
+    synthetic world's (CC0), or (street, aerial) licence ids `licenses(i)`."""
     rng = np.random.default_rng(seed)
     rows = []
     for i in range(n):
@@ -52,6 +55,8 @@ def fake_rows(region_id: str, lat0: float, lon0: float, n: int, spread_m: float 
             d = 0.0005
             row.update(
                 status="kept", street_provider="synthetic", pano_id=f"p{i}", street_lat=lat, street_lon=lon, street_distance_m=3.0,
+                street_license=licenses(i)[0] if licenses else SYNTHETIC.id, street_attribution=SYNTHETIC_ATTRIBUTION,
+                aerial_license=licenses(i)[1] if licenses else SYNTHETIC.id, aerial_attribution=SYNTHETIC_ATTRIBUTION,
                 street_views=[
                     {"heading": float(h), "fov": 90.0, "pitch": 0.0, "width": 64, "height": 64, "format": "jpeg", "image": _jpeg(seed * 7919 + i * 4 + k)}
                     for k, h in enumerate((0, 90, 180, 270))
@@ -93,12 +98,13 @@ def write_fake_build(
     seed: int = 0,
     fail_every: int = 5,
     quota: Optional[dict] = None,
+    licenses: Optional[Callable[[int], tuple[str, str]]] = None,
 ) -> str:
     """A finished region build at `<root>/<region_id>` (local path or gs:// URL); returns its URL.
     `quota`: the manifest's quota block (see `quota_block`); None writes a manifest without one,
     as builds from before top-up rounds have."""
     storage = open_storage(f"{str(root).rstrip('/')}/{region_id}")
-    rows = fake_rows(region_id, lat0, lon0, n, spread_m, seed, fail_every)
+    rows = fake_rows(region_id, lat0, lon0, n, spread_m, seed, fail_every, licenses)
     schema = shard_schema()
     names = []
     for k in range(0, n, rows_per_shard):

@@ -160,6 +160,7 @@ BUILD_FLAGS = {
     "--describer", "--prompt", "--llm-url", "--llm-model", "--llm-key-env", "--grounding", "--self-review", "--runner", "--streetview-url",
     "--aerial-url", "--aerial-key-env", "--street-provider", "--aerial-preset", "--map-preset", "--mapillary-url", "--local-folder",
     "--cache", "--rate", "--concurrency", "--roads", "--road-tags", "--quota-of", "--expected-yield", "--max-rounds",
+    "--local-license", "--local-attribution", "--aerial-license",
 }
 # The flags that set no one config field (hand-written in cli._build_parser; none has a default value).
 HAND_WRITTEN = {"-h", "--help", "--overwrite", "--no-progress", "--dry-run-job", "--retry-failed", "--secret", "--retry-attempts", "--max-retry-wait"}

@@ -14,6 +14,7 @@ rows, one shard (and only its row groups holding picks) at a time.
 from __future__ import annotations
 
 import argparse
+import json
 import html
 import io
 import math
@@ -405,6 +406,49 @@ def _tables(regions: list[_Region], total_stats: dict[str, float]) -> str:
     return summary + _quota_table(ms, [g.build.region_id for g in regions]) + failures + stats + provenance
 
 
+def _evaluations(builds: list[BuildRef]) -> str:
+    """`corebuild eval` results found in each build's eval/: retrieval Recall@K beside chance, and
+    fidelity precision per claim type. A file that does not parse is named, not fatal."""
+    rows, fid = [], []
+    for b in builds:
+        for name in sorted(n for n in b.storage.list("eval/") if n.endswith(".json")):
+            base = name.rsplit("/", 1)[-1]
+            try:
+                doc = json.loads(b.storage.read(name) or b"")
+            except ValueError:
+                rows.append(f"<tr><td>{_e(b.region_id)}</td><td>{_e(base)}</td><td colspan='8'>unreadable JSON</td></tr>")
+                continue
+            if base.startswith("retrieval-"):
+                for modality in ("aerial", "map"):
+                    res = doc.get(modality)
+                    for split, variants in (res.get("splits", {}) if isinstance(res, dict) else {}).items():
+                        for variant, m in (variants or {}).items():
+                            if not isinstance(m, dict):
+                                continue
+                            c = m.get("chance", {})
+                            rows.append(
+                                f"<tr><td>{_e(b.region_id)}</td><td>{_e(base)}</td><td>{_e(modality)}</td><td>{_e(split)}</td><td>{_e(variant)}</td>"
+                                f"<td>{m.get('candidates')}</td><td>{m.get('recall@1', 0):.3f}</td><td>{m.get('recall@5', 0):.3f}</td>"
+                                f"<td>{m.get('recall@10', 0):.3f} (chance {c.get('recall@10', 0):.3f})</td>"
+                                f"<td>{m.get('median_rank')} (chance {c.get('median_rank')})</td></tr>"
+                            )
+            elif base == "fidelity.json":
+                claims = doc.get("claims", {})
+                cells = "".join(f"<td>{_e(k)}: {v.get('precision')} of {v.get('claims')}</td>" for k, v in claims.items() if isinstance(v, dict))
+                fid.append(f"<tr><td>{_e(b.region_id)}</td><td>{_e(doc.get('describer'))}</td><td>{(doc.get('overall') or {}).get('precision')}</td>{cells}</tr>")
+    out = '<h2 id="eval">Evaluation</h2>'
+    if not rows and not fid:
+        return out + "<p>None yet: <code>corebuild eval retrieval BUILD --split FILE</code>, <code>corebuild eval fidelity BUILD</code>.</p>"
+    if rows:
+        out += ("<p>Text to image retrieval baseline (<code>corebuild eval retrieval</code>); each split is its own gallery.</p><div class='scroll'><table>"
+                "<tr><th>region</th><th>report</th><th>gallery</th><th>split</th><th>queries</th><th>candidates</th><th>R@1</th><th>R@5</th>"
+                "<th>R@10</th><th>median rank</th></tr>" + "".join(rows) + "</table></div>")
+    if fid:
+        out += ("<p>Fidelity to the synthetic world (<code>corebuild eval fidelity</code>): precision per claim type.</p><div class='scroll'><table>"
+                "<tr><th>region</th><th>describer</th><th>overall</th><th colspan='5'>per claim type</th></tr>" + "".join(fid) + "</table></div>")
+    return out
+
+
 def write_report(build_url_or_root: str | Path, out_dir: str | Path, gallery: int = 48, seed: int = 0) -> Path:
     """Write `<out_dir>/index.html` (+ img/) for a region build or an output root; returns its path."""
     url = str(build_url_or_root)
@@ -443,9 +487,10 @@ def write_report(build_url_or_root: str | Path, out_dir: str | Path, gallery: in
         f"<!doctype html><html lang='en'><head><meta charset='utf-8'><title>{_e(title)}</title><style>{CSS}</style></head><body>",
         f"<h1>{_e(title)}</h1><p>{len(regions)} region build(s); generated {datetime.now(timezone.utc).strftime('%Y-%m-%d %H:%M UTC')}. "
         '<a href="#summary">regions</a> · <a href="#quota">quota</a> · <a href="#coverage">coverage</a> · <a href="#failures">failures</a> · <a href="#text">text</a> · '
-        '<a href="#provenance">provenance</a> · <a href="#gallery">gallery</a></p>',
+        '<a href="#provenance">provenance</a> · <a href="#eval">evaluation</a> · <a href="#gallery">gallery</a></p>',
         _tables(regions, _pooled_stats(regions, seed)),
         f'<h2 id="coverage">Coverage</h2>{_world(regions, img)}<p>{legend}</p><div class="maps">{maps}</div>',
+        _evaluations(builds),
         f'<h2 id="gallery">Gallery</h2><p>{k} of {len(candidates)} kept rows (seed {seed}). OCR boxes: '
         f'<span style="background:#000;color:#ffdd00">evidence</span> <span style="background:#000;color:#f0f">dropped</span>. '
         "QC: kept rows store no QC flags (a failed check makes a failure row, counted above as qc.* / describe.*); "

@@ -29,6 +29,7 @@ import hashlib
 import io
 import json
 import math
+import sys
 from dataclasses import asdict, dataclass
 from typing import Any, Optional, Sequence
 
@@ -339,8 +340,35 @@ def summarize(table: pa.Table, cfg: SplitConfig, name: str, builds: Sequence[Bui
     }
 
 
-def write_splits(builds: Sequence[BuildRef], cfg: SplitConfig, out_url: str, name: Optional[str] = None) -> SplitsWritten:
-    """Assign, check and write `<out>/splits/<name>.parquet` + `.json`. Same input, same bytes."""
+MIN_PER_SPLIT = 10  # fewer samples than this in a split asked for (ratio > 0) is "tiny"
+
+
+def small_splits(summary: dict[str, Any], cfg: SplitConfig, min_per_split: int = MIN_PER_SPLIT) -> list[str]:
+    """What makes an assignment useless: a split asked for (its ratio > 0, or its continents
+    named) that is empty or holds fewer than `min_per_split` samples. Each line has the numbers."""
+    counts = summary["counts"]
+    wanted = {"train": True, "val": cfg.ratios[1] > 0 or bool(cfg.val_continents), "test": cfg.ratios[2] > 0 or cfg.scheme == "continents"}
+    kept = sum(counts[s] for s in SPLITS)
+    out = []
+    for s in SPLITS:
+        if wanted[s] and counts[s] < min_per_split:
+            share = f" (asked for {cfg.ratios[SPLITS.index(s)]:.0%} of blocks)" if cfg.scheme == "blocks" else ""
+            out.append(f"{s} has {counts[s]} samples{share}, under {min_per_split}")
+    if out:
+        blocks = len({b for b, sp in zip(summary.get("_blocks", ()), summary.get("_splits", ())) if sp != EXCLUDED})
+        hint = ""
+        if cfg.scheme == "blocks" and blocks:
+            hint = f"; the {kept} samples fall in {blocks} block(s) of {cfg.block_km:g} km" + (": smaller blocks (--block-km) spread them" if blocks < 10 else "")
+        excl = f"; {counts[EXCLUDED]} excluded by --min-distance-m {cfg.min_distance_m:g}" if counts[EXCLUDED] else ""
+        out[-1] += hint + excl
+    return out
+
+
+def write_splits(builds: Sequence[BuildRef], cfg: SplitConfig, out_url: str, name: Optional[str] = None,
+                 min_per_split: int = MIN_PER_SPLIT, allow_small: bool = False) -> SplitsWritten:
+    """Assign, check and write `<out>/splits/<name>.parquet` + `.json`. Same input, same bytes.
+    An empty or tiny split (`small_splits`) is an error unless `allow_small`: then it is written,
+    and the .json's `warnings` say so."""
     name = name or default_name(cfg)
     if not name or "/" in name or name.startswith("."):
         raise ConfigError(f"splits: name {name!r} must be a plain file name (no '/', not starting with '.')")
@@ -351,6 +379,12 @@ def write_splits(builds: Sequence[BuildRef], cfg: SplitConfig, out_url: str, nam
     summary = summarize(table, cfg, name, builds, points.num_rows - table.num_rows)
     if not summary["checks"]["ok"]:  # a bug, not bad input: never write a leaking split
         raise RuntimeError(f"splits: leak after resolution: {'; '.join(summary['checks']['problems'])}")
+    small = small_splits({**summary, "_blocks": table["block"].to_pylist(), "_splits": table["split"].to_pylist()}, cfg, min_per_split)
+    if small and not allow_small:
+        raise CorebuildError(f"splits: not written: {'; '.join(small)}. Change the split (--block-km, --ratios, --min-distance-m), "
+                             "or write it anyway with --allow-small")
+    if small:
+        summary["warnings"] = small
     buf = io.BytesIO()
     pq.write_table(table, buf, compression="zstd")
     store = open_storage(out_url)
@@ -387,6 +421,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--val-continents", default="", help="comma-separated; none: val comes from blocks of the train continents")
     parser.add_argument("--out", default=None, help="where splits/ goes (default: the build path)")
     parser.add_argument("--name", default=None, help="file name stem (default e.g. blocks-10km, continents-test-Africa)")
+    parser.add_argument("--min-per-split", type=int, default=MIN_PER_SPLIT, help=f"a split asked for with fewer samples is refused (default {MIN_PER_SPLIT})")
+    parser.add_argument("--allow-small", action="store_true", help="write an empty or tiny split anyway (warned, and recorded in the .json)")
 
 
 def main(args: argparse.Namespace) -> int:
@@ -394,8 +430,10 @@ def main(args: argparse.Namespace) -> int:
         scheme=args.scheme, block_km=args.block_km, ratios=parse_ratios(args.ratios), min_distance_m=args.min_distance_m,
         seed=args.seed, test_continents=parse_continents(args.test_continents), val_continents=parse_continents(args.val_continents),
     )
-    res = write_splits(find_builds(args.build), cfg, args.out or args.build, args.name)
+    res = write_splits(find_builds(args.build), cfg, args.out or args.build, args.name, args.min_per_split, args.allow_small)
     s = res.summary
+    for w in s.get("warnings", ()):
+        print(f"WARNING: splits: {w}", file=sys.stderr)
     cols = SPLITS + (EXCLUDED,)
     print(f"{'continent':<16}" + "".join(f"{c:>10}" for c in cols))
     for cont, row in s["counts_by_continent"].items():

@@ -25,6 +25,7 @@ from corebuild.stages.describe.prompts import load_prompt
 from corebuild.stages.segment import load_labeler, load_segmenter
 from corebuild.stages.fetch import choose_providers
 from corebuild.stages.fetch.aerial import AerialConfig
+from corebuild.licenses import SYNTHETIC, SYNTHETIC_ATTRIBUTION
 from corebuild.running.provenance import code_version, library_versions
 from corebuild.running.progress import UnitProgress
 from corebuild.regions import Region, load_region
@@ -114,14 +115,18 @@ def with_synthetic_endpoints(cfg: BuildConfig, base_url: str) -> BuildConfig:
     f = cfg.fetch
     fetch = dataclasses.replace(
         f,
-        streetview=dataclasses.replace(f.streetview, base_url=base_url, api_key_env=SYNTHETIC_KEY_ENV),
-        mapillary=dataclasses.replace(f.mapillary, base_url=f"{base_url}/mapillary", token_env=SYNTHETIC_KEY_ENV),
+        # Its imagery is generated: the synthetic world's licence, whichever client fetches it.
+        streetview=dataclasses.replace(f.streetview, base_url=base_url, api_key_env=SYNTHETIC_KEY_ENV, license=SYNTHETIC.id),
+        mapillary=dataclasses.replace(
+            f.mapillary, base_url=f"{base_url}/mapillary", token_env=SYNTHETIC_KEY_ENV, license=SYNTHETIC.id, attribution=SYNTHETIC_ATTRIBUTION
+        ),
         aerial_provider="xyz",
         aerial=AerialConfig(
             url_template=f"{base_url}/tiles/{{z}}/{{x}}/{{y}}.png",
             zoom=f.aerial.zoom,
             size=f.aerial.size,
-            attribution="corebuild synthetic world",
+            attribution="corebuild synthetic world",  # hashed: as written before licences were recorded
+            license=SYNTHETIC.id,
             provider_name="synthetic_aerial",
         ),
         map=AerialConfig(
@@ -130,6 +135,7 @@ def with_synthetic_endpoints(cfg: BuildConfig, base_url: str) -> BuildConfig:
             size=f.map.size,
             image_format="png",
             attribution="corebuild synthetic world (map style)",
+            license=SYNTHETIC.id,
             max_blank_share=2.0,
             provider_name="synthetic_map",
         )

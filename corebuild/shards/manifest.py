@@ -14,6 +14,8 @@ from corebuild.failures import failure_class
 
 COUNT_COLUMNS = ["sample_id", "region_id", "status", "failure_reason"]
 COVERAGE_COLUMNS = ["ocr_languages_read", "ocr_languages_unread"]  # absent in shards written before them
+LICENSE_COLUMNS = {"street": "street_license", "aerial": "aerial_license"}  # likewise
+UNRECORDED = "unrecorded"  # a kept row from a shard written before its licence was recorded
 
 
 def coverage_of(read: Optional[list[str]], unread: Optional[list[str]]) -> str:
@@ -30,6 +32,7 @@ def count_shards(storage, names: list[str], written: Optional[dict[str, dict[str
     from the stored bytes."""
     shards, status, reasons, per_region = [], Counter(), Counter(), {}
     coverage, unread_rows = Counter(), Counter()
+    licenses: dict[str, Counter] = {part: Counter() for part in LICENSE_COLUMNS}
     ids: Counter = Counter()
     for name in sorted(names):
         base = name.rsplit("/", 1)[-1]
@@ -38,7 +41,7 @@ def count_shards(storage, names: list[str], written: Optional[dict[str, dict[str
             # Only the four small columns (ranged reads on gs://: a build is not downloaded to be counted).
             pf = open_parquet(storage, name)
             have = set(pf.schema_arrow.names)
-            table = pf.read(columns=COUNT_COLUMNS + [c for c in COVERAGE_COLUMNS if c in have], use_threads=False)
+            table = pf.read(columns=COUNT_COLUMNS + [c for c in [*COVERAGE_COLUMNS, *LICENSE_COLUMNS.values()] if c in have], use_threads=False)
         except CorebuildError:
             raise FileNotFoundError(storage.join(name)) from None
         if known is not None:
@@ -48,13 +51,16 @@ def count_shards(storage, names: list[str], written: Optional[dict[str, dict[str
             size, digest = len(data), hashlib.sha256(data).hexdigest()
         cols = table.to_pydict()
         nones = [None] * table.num_rows
-        for sid, rid, st, why, read, unread in zip(cols["sample_id"], cols["region_id"], cols["status"], cols["failure_reason"],
-                                                   cols.get("ocr_languages_read", nones), cols.get("ocr_languages_unread", nones)):
+        license_cols = [cols.get(c, nones) for c in LICENSE_COLUMNS.values()]
+        for sid, rid, st, why, read, unread, *lic in zip(cols["sample_id"], cols["region_id"], cols["status"], cols["failure_reason"],
+                                                         cols.get("ocr_languages_read", nones), cols.get("ocr_languages_unread", nones), *license_cols):
             ids[sid] += 1
             status[st] += 1
             if st == "kept":
                 coverage[coverage_of(read, unread)] += 1
                 unread_rows.update(unread or ())
+                for part, license_id in zip(LICENSE_COLUMNS, lic):
+                    licenses[part][license_id or UNRECORDED] += 1
             r = per_region.setdefault(rid, {"kept": 0, "failed": 0, "failed_by_reason": Counter()})
             r[st] = r.get(st, 0) + 1
             if st == "failed":
@@ -83,6 +89,8 @@ def count_shards(storage, names: list[str], written: Optional[dict[str, dict[str
         # Kept rows by OCR coverage, and per language no reader read, the kept rows it concerns.
         "ocr_coverage": {**{k: coverage.get(k, 0) for k in ("full", "partial", "none")},
                          **({"unrecorded": coverage["unrecorded"]} if coverage["unrecorded"] else {}), "unread": dict(sorted(unread_rows.items()))},
+        # Kept rows per licence id of their street and their aerial imagery (corebuild.licenses).
+        "licenses": {part: dict(sorted(c.items())) for part, c in licenses.items()},
         "per_region": per_region,
         "shards": shards,
     }

@@ -11,9 +11,8 @@ the `geo` metadata key (GeoParquet 1.1, CRS OGC:CRS84), so GeoPandas and DuckDB 
 it as geometry. Images are encoded bytes in binary columns. Failed samples are rows too.
 
 What a row does not keep reads back as None: the locate answer (`Record.location`, see
-`NOT_STORED`), the street capture's copyright and the map crop's size, centre and tile counts
-(`Part.unstored`). Derived columns (geometry, failure_class, the build identity) are not read
-back, and `error` is stored redacted.
+`NOT_STORED`) and the map crop's size, centre and tile counts (`Part.unstored`). Derived columns
+(geometry, failure_class, the build identity) are not read back, and `error` is stored redacted.
 """
 
 from __future__ import annotations
@@ -197,6 +196,7 @@ _CROP = (
         "stitched tiles that were blank or the source's placeholder (fewer than max_blank_share of them, else the row failed)",
     ),
     held("attribution", pa.string(), "source attribution, if any"),
+    held("license", pa.string(), "licence of the {prefix} imagery: SPDX id, or LicenseRef-... for the source's terms (corebuild/licenses.py)"),
 )
 # The map crop's shards have never stored these (its reader gets None for them).
 MAP_OMITS = ("width", "height", "center_lat", "center_lon", "tiles", "blank_tiles")
@@ -225,9 +225,10 @@ def _street() -> Part:
             held("street_lon", pa.float64(), "camera longitude, degrees", "lon"),
             held("capture_date", pa.string(), "capture date as the provider reports it (YYYY-MM)"),
             held("street_distance_m", pa.float64(), "metres from the sampled point to the camera", "distance_m"),
+            held("street_license", pa.string(), "licence of the street imagery: SPDX id, or LicenseRef-... for the provider's terms (corebuild/licenses.py)", "license"),
+            held("street_attribution", pa.string(), "attribution the licence asks for: the provider's credit, and the image's creator where known", "copyright"),
             _VIEWS.column("street_views", "one entry per heading: degrees clockwise from north, encoded image", "views"),
         ),
-        unstored=("copyright",),
     )
 
 

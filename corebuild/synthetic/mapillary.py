@@ -5,8 +5,8 @@
   Graph's OAuthException body. Every panorama of the world inside the bbox is an image: one
   sequence per road (`SEQ<seed>R<road>`), `compass_angle` the direction of travel along the
   road. Like the real API, `geometry`/`compass_angle` are the raw (slightly off) camera values
-  and `computed_geometry`/`computed_compass_angle` the corrected ones, and only the requested
-  `fields` (plus `id`) come back.
+  and `computed_geometry`/`computed_compass_angle` the corrected ones, `creator` the uploader
+  (`{"username", "id"}`, one per sequence), and only the requested `fields` (plus `id`) come back.
 - `GET /mapillary/thumb/{image_id}.jpg`: the thumbnail (1024x768, fov 90, facing the
   computed compass angle), 404 for unknown ids.
 
@@ -40,6 +40,11 @@ def _error(status: int, message: str, kind: str, code: int) -> web.Response:
 
 def sequence_id(world: World, road_id: int) -> str:
     return f"SEQ{world.seed}R{road_id}"
+
+
+def creator(world: World, road_id: int) -> dict[str, str]:
+    """The uploader of a road's sequence, as the Graph API's `creator` field gives it."""
+    return {"username": f"synthetic-camera-{world.seed}-{road_id}", "id": str(10**9 + world.seed * 10**4 + road_id)}
 
 
 def compass_angle(road: Road, along: float) -> float:
@@ -111,6 +116,7 @@ class MapillaryApi:
             "computed_compass_angle": round(heading, 3),
             "captured_at": captured_at_ms(pano.date),
             "sequence": sequence_id(self.world, pano.road_id),
+            "creator": creator(self.world, pano.road_id),
             "is_pano": False,
             "width": THUMB_SIZE[0],
             "height": THUMB_SIZE[1],

@@ -28,6 +28,7 @@ from typing import Optional
 from aiohttp import web
 from PIL import Image, ImageDraw
 
+from corebuild.licenses import SYNTHETIC_ATTRIBUTION
 from corebuild.synthetic.faults import FaultConfig, FaultInjector
 from corebuild.synthetic.llm import add_llm_routes
 from corebuild.synthetic.mapillary import add_mapillary_routes
@@ -38,7 +39,7 @@ from corebuild.synthetic.world import World
 MAX_SIZE = 640
 _LOC_RE = re.compile(r"^\s*(-?\d+(?:\.\d+)?)\s*,\s*(-?\d+(?:\.\d+)?)\s*$")
 _SIZE_RE = re.compile(r"^(\d{1,4})x(\d{1,4})$")
-COPYRIGHT = "© corebuild synthetic world"
+COPYRIGHT = SYNTHETIC_ATTRIBUTION  # Street View metadata's `copyright`: the credit a row records
 
 
 def _status(status: str, message: Optional[str] = None) -> web.Response:

@@ -4,6 +4,7 @@ the manifests, untrusted text is escaped, and (where Chromium is installed) the 
 
 from __future__ import annotations
 
+import json
 import argparse
 import io
 import shutil
@@ -367,3 +368,22 @@ def test_a_gs_build_reports_to_a_local_folder(gcs_emulator, monkeypatch, tmp_pat
     assert len(page.find("div", **{"class": "item"})) == 3 and len(page.circles["za-g"]) == 12
     assert all((tmp_path / "r" / a["src"]).is_file() for a in page.find("img"))
     assert reads and all(r.endswith(".parquet") for r in reads)  # shards by ranged reads, never downloaded whole
+
+
+def test_the_report_shows_the_builds_evaluations(tmp_path):
+    """`corebuild eval` writes into the build's eval/; the report lists Recall@K beside chance
+    and fidelity per claim type, names an unreadable file, and says when there is none."""
+    root = tmp_path / "b"
+    builds.write_fake_build(root, "za-e", -33.92, 18.42, 12)
+    assert "None yet" in write_report(root / "za-e", tmp_path / "r0", gallery=0).read_text()
+    m = {"candidates": 40, "recall@1": 0.25, "recall@5": 0.5, "recall@10": 0.725, "median_rank": 5.0,
+         "chance": {"recall@10": 0.25, "median_rank": 20.5}}
+    (root / "za-e" / "eval").mkdir()
+    (root / "za-e" / "eval" / "retrieval-s.json").write_text(json.dumps({"aerial": {"splits": {"test": {"full": m, "no_sign_text": None}}}, "map": "none"}))
+    (root / "za-e" / "eval" / "fidelity.json").write_text(json.dumps({"describer": "template:template", "overall": {"precision": 0.9},
+                                                                       "claims": {"sign_text": {"claims": 10, "precision": 0.4}}}))
+    (root / "za-e" / "eval" / "retrieval-broken.json").write_text("{")
+    page = write_report(root / "za-e", tmp_path / "r1", gallery=0).read_text()
+    section = page.split('<h2 id="eval">')[1]
+    assert "<td>0.725 (chance 0.250)</td><td>5.0 (chance 20.5)</td>" in section and "<td>40</td>" in section
+    assert "sign_text: 0.4 of 10" in section and "retrieval-broken.json</td><td colspan='8'>unreadable JSON" in section

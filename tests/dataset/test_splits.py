@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 from pyproj import Geod, Transformer
 
 from corebuild.dataset.reader import find_builds
-from corebuild.errors import ConfigError
+from corebuild.errors import ConfigError, CorebuildError
 from corebuild.dataset.splits import (
     SplitConfig,
     add_arguments,
@@ -229,7 +229,7 @@ def test_intercontinental_neighbours_keep_min_distance(tmp_path):
     write_fake_build(tmp_path, "as", 41.04, 29.01, 80, continent="Asia", country="TR", spread_m=1500, seed=1)
     builds = find_builds(str(tmp_path))
     cfg = SplitConfig(scheme="continents", test_continents=("Asia",))
-    res = write_splits(builds, cfg, str(tmp_path))
+    res = write_splits(builds, cfg, str(tmp_path), allow_small=True)  # Europe's 64 points leave val empty
     assert_no_leak(read_points(builds), pq.read_table(res.parquet_url), cfg)
     rows = pq.read_table(res.parquet_url).to_pylist()
     assert any(r["split"] == "excluded" and r["continent"] == "Europe" for r in rows)
@@ -281,7 +281,7 @@ def test_cli(three_continents, capsys):
     argv = [str(three_continents / "fr"), "--scheme", "continents", "--test-continents", "South America", "--out", str(three_continents), "--name", "one"]
     with pytest.raises(ConfigError, match="no kept samples on South America"):
         main(_parse(argv))
-    main(_parse([str(three_continents), "--scheme", "continents", "--test-continents", "South America,Europe", "--name", "two"]))
+    main(_parse([str(three_continents), "--scheme", "continents", "--test-continents", "South America,Europe", "--name", "two", "--allow-small"]))
     assert json.loads((three_continents / "splits" / "two.json").read_text())["config"]["test_continents"] == ["South America", "Europe"]
     for bad, msg in (("0.8,0.1", "need three values"), ("a,b,c", "are not numbers")):
         with pytest.raises(ConfigError, match=msg):
@@ -292,7 +292,29 @@ def test_splits_on_gcs(gcs_emulator):
     root = f"gs://{gcs_emulator['bucket']}/splits-{uuid.uuid4().hex[:8]}"
     write_fake_build(root, "za", -33.9, 18.4, 30, continent="Africa", spread_m=8000)
     write_fake_build(root, "fr", 48.8, 2.3, 30, continent="Europe", country="FR", spread_m=8000, seed=1)
-    res = write_splits(find_builds(root), SplitConfig(scheme="continents", test_continents=("Europe",)), root)
+    res = write_splits(find_builds(root), SplitConfig(scheme="continents", test_continents=("Europe",)), root, allow_small=True)
     assert res.json_url == f"{root}/splits/continents-test-Europe.json"
     assert load_split(res.parquet_url, "test") == {f"fr-s1-{i}" for i in range(30) if i % 5 != 4}
     assert res.summary["checks"]["ok"]
+
+
+def test_an_empty_or_tiny_split_is_refused_with_the_numbers(tmp_path, capsys):
+    """One town in one 10 km block: every sample lands in one split. Refused, saying why; written
+    only when asked, and then the .json carries the warning."""
+    write_fake_build(tmp_path, "town", 47.0, 8.0, 100, continent="Europe", country="CH", spread_m=800)
+    builds = find_builds(str(tmp_path / "town"))
+    with pytest.raises(CorebuildError) as err:
+        write_splits(builds, SplitConfig(), str(tmp_path))
+    msg = str(err.value)
+    counts = {s: msg.count(f"{s} has 0 samples") for s in ("train", "val", "test")}
+    assert sum(counts.values()) == 2 and "80 samples fall in 1 block(s) of 10 km: smaller blocks" in msg and "--allow-small" in msg
+    assert not (tmp_path / "splits").exists()
+    # Smaller blocks spread the town: written, no warning.
+    ok = write_splits(builds, SplitConfig(block_km=0.3, ratios=(0.6, 0.2, 0.2), min_distance_m=0), str(tmp_path))
+    assert "warnings" not in ok.summary and min(ok.summary["counts"][s] for s in ("train", "val", "test")) >= 10
+    # Tiny, not empty: the threshold is the caller's.
+    with pytest.raises(CorebuildError, match="under 30"):
+        write_splits(builds, SplitConfig(block_km=0.3, ratios=(0.6, 0.2, 0.2), min_distance_m=0), str(tmp_path), min_per_split=30)
+    assert main(_parse([str(tmp_path / "town"), "--allow-small", "--name", "one-block"])) == 0
+    assert "WARNING: splits: " in capsys.readouterr().err
+    assert json.loads((tmp_path / "town" / "splits" / "one-block.json").read_text())["warnings"]

@@ -221,9 +221,13 @@ def test_a_map_preset_fills_the_map_columns(tiny_world, manifests_dir, prompts_d
     df = pd.concat([pd.read_parquet(f) for f in sorted(glob.glob(str(result.out_dir / "shards" / "*.parquet")))])
     kept, failed = df[df.status == "kept"], df[df.status == "failed"]
     assert len(kept) >= 2, df.failure_reason.tolist()
+    assert m["counts"]["licenses"] == {"street": {"CC0-1.0": len(kept)}, "aerial": {"CC0-1.0": len(kept)}}
     for _, row in kept.iterrows():
         assert row.map_provider == "synthetic_map" and row.map_format == "png" and row.map_zoom == 19
         assert row.map_attribution == "corebuild synthetic world (map style)"
+        # generated imagery, whichever client fetched it: the synthetic world's licence on every image
+        assert (row.street_license, row.aerial_license, row.map_license) == ("CC0-1.0",) * 3
+        assert row.street_attribution == "corebuild synthetic world (generated)"
         img = Image.open(io.BytesIO(row.map_image))
         assert img.format == "PNG" and img.size == (512, 512)
         assert row.map_west < row.street_lon < row.map_east and row.map_south < row.street_lat < row.map_north

@@ -16,16 +16,16 @@ STAMP = RunStamp("b1", "c0ffee", "0.1.0+gabc")
 
 
 def _crop(provider: str, zoom: int) -> AerialCrop:
-    return AerialCrop(provider, zoom, 512, 256, 8.2, 47.4, 8.3, 47.6, 47.5001, 8.2501, 0.125, 6, b"\x89PNG" + provider.encode(), "png", f"(c) {provider}", 1)
+    return AerialCrop(provider, zoom, 512, 256, 8.2, 47.4, 8.3, 47.6, 47.5001, 8.2501, 0.125, 6, b"\x89PNG" + provider.encode(), "png", f"(c) {provider}", 1, "ODbL-1.0")
 
 
-def _full(copyright=None, map_crop=None) -> Record:
+def _full(copyright="Mapillary, CC BY-SA 4.0, by someone", map_crop=None) -> Record:
     """A kept record with every part filled; values exact in float32 so Arrow keeps them. The map
     crop's size, centre and tile counts have no columns (MAP_OMITS): by default it has none."""
     views = (StreetView(0.0, 90.0, 0.0, 8, 8, b"jpeg0"), StreetView(90.0, 90.0, -5.0, 8, 6, b"png90", "png"))
     return Record(
         "r-s3-0000007", "r", 3, 7, 47.5, 8.25,
-        street=StreetCapture("mapillary", "P1", 47.5001, 8.2501, "2020-05", 12.5, views, copyright, "seq-1"),
+        street=StreetCapture("mapillary", "P1", 47.5001, 8.2501, "2020-05", 12.5, views, copyright, "seq-1", "CC-BY-SA-4.0"),
         aerial=_crop("esri", 19),
         map=map_crop or dataclasses.replace(_crop("osm", 18), **dict.fromkeys(MAP_OMITS)),
         ocr=(OcrText(0.0, "CAFE", 0.875, ((1.0, 2.0), (3.0, 2.0), (3.0, 4.0), (1.0, 4.0))), OcrText(90.0, "TAXI", 0.5, ((5.0, 6.0), (7.0, 6.0)), "on_vehicle")),
@@ -50,10 +50,10 @@ def test_a_kept_record_with_every_part_round_trips():
 
 def test_what_no_column_holds_reads_back_as_none():
     located = StreetLocation("mapillary", "P1", 47.5001, 8.2501, "2020-05", 12.5, "seq-1")
-    rec = _full(copyright="(c) someone", map_crop=_crop("osm", 18)).with_(location=located)
+    rec = _full(map_crop=_crop("osm", 18)).with_(location=located)
     back = row_to_record(record_to_row(rec, STAMP))
     assert back.location is None  # the locate answer: the row keeps the capture
-    assert back.street == dataclasses.replace(rec.street, copyright=None)
+    assert back.street == rec.street  # its licence and attribution (copyright) included
     assert back.map == dataclasses.replace(rec.map, **dict.fromkeys(MAP_OMITS))  # the map crop's shards never kept these
     assert back.with_(street=rec.street, map=rec.map, location=located) == rec
 

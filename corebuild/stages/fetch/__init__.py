@@ -21,6 +21,7 @@ from corebuild.stages.registry import Registry
 
 class StreetProvider(Protocol):
     name: str
+    license: str  # its imagery's licence id (corebuild.licenses), also on every location it gives
 
     async def locate(self, lat: float, lon: float) -> StreetLocation: ...
 
@@ -29,6 +30,7 @@ class StreetProvider(Protocol):
 
 class AerialProvider(Protocol):
     name: str
+    license: str  # its imagery's licence id (corebuild.licenses), also on every crop it gives
 
     async def crop(self, lat: float, lon: float) -> AerialCrop: ...
 

@@ -14,6 +14,7 @@ from PIL import Image
 from corebuild.errors import ConfigError, StageError
 from corebuild.options import option
 from corebuild.geo import mercator_gsd
+from corebuild.licenses import BING_TOS, ESRI_TOS, MAPBOX_TOS, NOASSERTION, ODBL
 from corebuild.record import AerialCrop
 from corebuild.secrets import resolve_secret
 from corebuild.stages.fetch.blank import is_placeholder, is_uniform
@@ -33,6 +34,9 @@ class AerialConfig:
     subdomains: tuple[str, ...] = ()
     image_format: str = "jpeg"  # encoding of the stitched crop
     attribution: Optional[str] = None
+    # The imagery's licence (corebuild.licenses), recorded per row; each preset states its own.
+    # Not hashed: it follows from the source, it chooses no tile.
+    license: str = option(NOASSERTION.id, flag="--aerial-license", metavar="SPDX", hashed=False, help="licence of the --aerial-url imagery, an SPDX id or LicenseRef-...")
     api_key_env: Optional[str] = option(None, flag="--aerial-key-env", help="env var holding the key for {key} in --aerial-url")
     max_zoom: int = 22
     # sha256 of tiles a source serves where it has no imagery ("map data not yet available")
@@ -47,6 +51,7 @@ AERIAL_PRESETS: dict[str, AerialConfig] = {
     "esri_world_imagery": AerialConfig(
         url_template="https://server.arcgisonline.com/ArcGIS/rest/services/World_Imagery/MapServer/tile/{z}/{y}/{x}",
         attribution="Esri, Maxar, Earthstar Geographics, and the GIS User Community",
+        license=ESRI_TOS.id,
         max_zoom=19,
         zoom=19,
         provider_name="esri_world_imagery",
@@ -55,6 +60,7 @@ AERIAL_PRESETS: dict[str, AerialConfig] = {
         url_template="https://ecn.t{s}.tiles.virtualearth.net/tiles/a{q}.jpeg?g=1&key={key}",
         subdomains=("0", "1", "2", "3"),
         attribution="© Microsoft (Bing Maps)",
+        license=BING_TOS.id,
         api_key_env="BING_MAPS_KEY",
         max_zoom=20,
         provider_name="bing_aerial",
@@ -63,6 +69,7 @@ AERIAL_PRESETS: dict[str, AerialConfig] = {
         url_template="https://api.mapbox.com/v4/mapbox.satellite/{z}/{x}/{y}@2x.jpg90?access_token={key}",
         tile_size=512,
         attribution="© Mapbox © Maxar",
+        license=MAPBOX_TOS.id,
         api_key_env="MAPBOX_ACCESS_TOKEN",
         max_zoom=22,
         provider_name="mapbox_satellite",
@@ -70,6 +77,7 @@ AERIAL_PRESETS: dict[str, AerialConfig] = {
     "osm": AerialConfig(
         url_template="https://tile.openstreetmap.org/{z}/{x}/{y}.png",
         attribution="© OpenStreetMap contributors",
+        license=ODBL.id,
         max_zoom=19,
         zoom=19,
         image_format="png",
@@ -146,6 +154,7 @@ class XYZTiles:
             raise ConfigError(f"{stage}: zoom {cfg.zoom} is beyond this source's maximum {cfg.max_zoom}")
         self.http, self.cfg, self._key, self.stage = http, cfg, key, stage
         self.name = cfg.provider_name
+        self.license = cfg.license
 
     async def _tile(self, tile: mercantile.Tile) -> tuple[Image.Image, bool]:
         """The tile and whether it is blank ("no imagery")."""
@@ -199,6 +208,7 @@ class XYZTiles:
             image=buf.getvalue(),
             image_format="png" if c.image_format == "png" else "jpeg",
             attribution=c.attribution,
+            license=c.license,
         )
 
 

@@ -29,6 +29,7 @@ from corebuild.errors import StageError
 from corebuild.options import option
 from corebuild.geo import distance_m
 from corebuild.images import ImageLimits, bomb_warnings
+from corebuild.licenses import NOASSERTION
 from corebuild.record import StreetCapture, StreetLocation
 from corebuild.stages.fetch.http import decode_image
 
@@ -52,6 +53,9 @@ _DATE_RE = re.compile(r"^\s*(\d{4})[:\-](\d{2})")
 class LocalFolderConfig:
     root: str = option("", flag="--local-folder", help="folder of geotagged JPEGs for --street-provider local")
     radius_m: float = 50.0
+    # What the user says of their photos, recorded on every row (street_license, street_attribution).
+    license: str = option(NOASSERTION.id, flag="--local-license", metavar="SPDX", help="licence of the --local-folder photos, an SPDX id (CC-BY-4.0) or LicenseRef-...")
+    attribution: Optional[str] = option(None, flag="--local-attribution", help="attribution the --local-folder photos' licence asks for, recorded per row")
 
 
 @dataclass(frozen=True)
@@ -280,6 +284,10 @@ class LocalFolder:
         self._index: Optional[FolderIndex] = None
         self._lock = asyncio.Lock()
 
+    @property
+    def license(self) -> str:
+        return self.cfg.license
+
     async def index(self) -> FolderIndex:
         """The folder's index, built on first use (once per worker, however many callers wait)."""
         if self._index is None:
@@ -313,6 +321,8 @@ class LocalFolder:
             distance_m=d,
             dedupe_key=photo.path,  # two points snapping to one photo would duplicate a sample
             heading=photo.heading,
+            copyright=self.cfg.attribution,
+            license=self.license,
         )
 
     async def capture(self, location: StreetLocation) -> StreetCapture:

@@ -14,11 +14,11 @@ from typing import Any, Optional
 from corebuild.errors import StageError
 from corebuild.options import option
 from corebuild.geo import distance_m
+from corebuild.licenses import CC_BY_SA_4
 from corebuild.record import StreetCapture, StreetLocation
 from corebuild.secrets import resolve_secret
 from corebuild.stages.fetch.http import HttpClient, image_validator, json_validator
 
-COPYRIGHT = "Mapillary, CC BY-SA 4.0"
 # Mapillary publishes no field of view for its thumbnails; 90 degrees is a nominal value for a
 # perspective camera (for 360-degree images the thumbnail is the whole equirectangular panorama).
 NOMINAL_FOV = 90.0
@@ -33,6 +33,11 @@ class MapillaryConfig:
     radius_m: float = 50.0
     thumb_field: str = "thumb_1024_url"  # or thumb_256_url / thumb_2048_url / thumb_original_url
     limit: int = 100  # a bbox search is not paged: a denser bbox than this may miss the nearest image (API max 2000)
+    # The imagery's licence (corebuild.licenses) and attribution, recorded per row; the attribution
+    # gains the image's creator (`creator.username`) when the API gives it. Not hashed: they follow
+    # from the provider, they choose no image.
+    license: str = option(CC_BY_SA_4.id, hashed=False)
+    attribution: str = option("Mapillary, CC BY-SA 4.0", hashed=False)
 
 
 def bbox_around(lat: float, lon: float, radius_m: float) -> tuple[float, float, float, float]:
@@ -90,9 +95,20 @@ class Mapillary:
         self._token = token
 
     @property
+    def license(self) -> str:
+        return self.cfg.license
+
+    def attribution(self, item: dict) -> str:
+        """The configured attribution, and the image's creator when the answer names one
+        (Graph API: `creator {username, id}`)."""
+        creator = item.get("creator")
+        username = creator.get("username") if isinstance(creator, dict) else None
+        return f"{self.cfg.attribution}, by {username.strip()}" if isinstance(username, str) and username.strip() else self.cfg.attribution
+
+    @property
     def fields(self) -> str:
         return ",".join(
-            ("id", "geometry", "computed_geometry", "compass_angle", "computed_compass_angle", "captured_at", "sequence", self.cfg.thumb_field)
+            ("id", "geometry", "computed_geometry", "compass_angle", "computed_compass_angle", "captured_at", "sequence", "creator", self.cfg.thumb_field)
         )
 
     async def search(self, lat: float, lon: float) -> list[dict]:
@@ -162,7 +178,8 @@ class Mapillary:
             dedupe_key=sequence or image_id,
             heading=_angle(item.get("computed_compass_angle"), item.get("compass_angle")),
             sequence_id=sequence,
-            copyright=COPYRIGHT,
+            copyright=self.attribution(item),
+            license=self.license,
             image_url=thumb,
         )
 

@@ -13,6 +13,7 @@ from urllib.parse import urlencode, urlsplit
 from corebuild.errors import StageError
 from corebuild.options import option
 from corebuild.geo import distance_m
+from corebuild.licenses import GOOGLE_MAPS_TOS
 from corebuild.record import StreetCapture, StreetLocation, StreetView
 from corebuild.secrets import resolve_secret
 from corebuild.stages.fetch.blank import is_mostly_flat
@@ -44,6 +45,9 @@ class StreetViewConfig:
     height: int = 640
     radius_m: float = 50.0
     source: str = "outdoor"
+    # The imagery's licence (corebuild.licenses), recorded per row with the metadata's `copyright`
+    # as its attribution. Not hashed: it follows from the provider, it chooses no image.
+    license: str = option(GOOGLE_MAPS_TOS.id, hashed=False)
 
 
 def _status_message(doc: dict, radius_m: float) -> str:
@@ -80,6 +84,10 @@ class GoogleStreetView:
         self.http, self.cfg = http, cfg
         self._key = api_key
         self._secret = signing_secret
+
+    @property
+    def license(self) -> str:
+        return self.cfg.license
 
     def _params(self, path: str, params: dict) -> dict:
         params = {**params, "key": self._key}
@@ -144,6 +152,7 @@ class GoogleStreetView:
             distance_m=round(distance_m(lat, lon, plat, plon), 2),
             dedupe_key=pano,  # two points snapping to one panorama would duplicate a sample
             copyright=meta.get("copyright"),
+            license=self.license,
         )
 
     async def capture(self, location: StreetLocation) -> StreetCapture:

@@ -22,6 +22,7 @@ from corebuild.record import Record
 from tests.stages.fetch.bombs import noise_jpeg, noise_png
 
 KEY_ENV = "COREBUILD_TEST_PROVIDER_KEY"
+MLY_CREATOR = "alice_maps"  # the uploader every Mapillary image of this server has
 ZOOM = 17
 
 
@@ -81,6 +82,8 @@ class ProviderApis:
             "sequence": f"seq{image_id}",
             "thumb_1024_url": f"{base}/mapillary-cdn/{image_id}.jpg?stp=dst-jpg&_nc_oh=signed",
         }
+        if "creator" in request.query.get("fields", "").split(","):  # as the Graph API: only when asked for
+            item["creator"] = {"username": MLY_CREATOR, "id": "102030405060"}
         return web.json_response({"data": [item]})
 
     async def mly_thumb(self, request: web.Request) -> web.Response:

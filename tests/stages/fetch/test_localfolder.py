@@ -131,6 +131,26 @@ def test_capture_returns_the_file_as_one_view(photos):
     assert run(lf.capture(locate(lf, 30, 1))).views[0].heading == 0.0  # unknown heading
 
 
+def test_the_licence_the_user_states_is_on_every_capture(photos):
+    import argparse
+
+    from corebuild.config import BuildConfig
+    from corebuild.options import add_flags, from_args
+
+    p = argparse.ArgumentParser()
+    add_flags(p, LocalFolderConfig)
+    stated = from_args(LocalFolderConfig, p.parse_args(["--local-folder", str(photos), "--local-license", "CC-BY-4.0", "--local-attribution", "© Jane Doe"]))
+    cap = run(LocalFolder(stated).capture(locate(LocalFolder(stated), 0, 0)))
+    assert (cap.license, cap.copyright) == ("CC-BY-4.0", "© Jane Doe")
+    unstated = LocalFolder(from_args(LocalFolderConfig, p.parse_args(["--local-folder", str(photos)])))
+    cap = run(unstated.capture(locate(unstated, 0, 0)))
+    assert (cap.license, cap.copyright) == ("NOASSERTION", None)  # nothing asserted for the user
+    # unstated, the config hash is that of builds from before licences; stated, it is another
+    plain = BuildConfig("tiny")
+    assert plain.content_hash() == BuildConfig("tiny", fetch=FetchConfig(local=LocalFolderConfig())).content_hash()
+    assert plain.content_hash() != BuildConfig("tiny", fetch=FetchConfig(local=LocalFolderConfig(license="CC-BY-4.0"))).content_hash()
+
+
 def test_corrupt_image_fails_at_capture(photos):
     lf = LocalFolder(LocalFolderConfig(root=str(photos)))
     loc = locate(lf, -40, 295)

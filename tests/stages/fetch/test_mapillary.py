@@ -17,7 +17,7 @@ from corebuild.stages.fetch import STREET_PROVIDERS
 from corebuild.stages.fetch.http import HttpClient, HttpConfig
 from corebuild.stages.fetch.mapillary import Mapillary, MapillaryConfig, bbox_around, month_of_epoch_ms
 from corebuild.record import StreetCapture, StreetLocation
-from corebuild.synthetic.mapillary import MapillaryApi, compass_angle
+from corebuild.synthetic.mapillary import MapillaryApi, compass_angle, creator
 from corebuild.synthetic.world import PANO_STEP_M
 from tests.stages.fetch.bombs import BIG_BODY_BYTES
 
@@ -67,7 +67,8 @@ def test_locate_then_capture_near_a_road(tiny_server, tiny_world):
     k = int(loc.image_id.rsplit("K", 1)[1])
     assert loc.heading == pytest.approx(compass_angle(road, k * PANO_STEP_M), abs=1e-3)  # computed, not raw
     assert loc.sequence_id == f"SEQ{tiny_world.seed}R{pano.road_id}" == loc.dedupe_key
-    assert loc.capture_date == pano.date and loc.copyright == "Mapillary, CC BY-SA 4.0"
+    assert loc.capture_date == pano.date and loc.license == "CC-BY-SA-4.0"
+    assert loc.copyright == f"Mapillary, CC BY-SA 4.0, by {creator(tiny_world, pano.road_id)['username']}"  # the uploader credited
     # the nearest panorama of the whole world, by brute force
     best = min(round(distance_m(lat, lon, p.lat, p.lon), 2) for p in _all_panos(tiny_world))
     assert loc.distance_m == best <= 50
