@@ -40,9 +40,10 @@ def norm(s: str) -> str:
     return re.sub(r"[^A-Z0-9]", "", s.upper())
 
 
-def views(n: int, script: str = "latin"):
+def views(n: int, script: str = "latin", every: bool = False):
     """Up to `n` (jpeg, sign texts) street views of the demo town that show signs cleanly, its
-    signs written in `script` (one of corebuild.synthetic.scripts.SCRIPTS; the demo's own: latin)."""
+    signs written in `script` (one of corebuild.synthetic.scripts.SCRIPTS; the demo's own: latin).
+    every: all views in the demo's order, with or without clean signs (what a build reads)."""
     import dataclasses
 
     from corebuild.regions import load_region
@@ -62,7 +63,7 @@ def views(n: int, script: str = "latin"):
         for h in (0, 90, 180, 270):
             cam = Camera(pano.x, pano.y, h)
             truth = [s.text for s in clean_signs(world, cam)]
-            if truth:  # views that show a sign cleanly: where accuracy can be measured
+            if truth or every:  # views that show a sign cleanly: where accuracy can be measured
                 out.append((encode(render_street(world, cam), "jpeg"), truth))
         if len(out) >= n:
             return out
@@ -112,6 +113,30 @@ def bench_ocr(backend: str, script: str, engine, data) -> dict:
     return {"backend": backend, "script": script, "accuracy": round(acc, 3), "ms": round(med)}
 
 
+def bench_det_sides(sides: list[int], n: int) -> None:
+    """The detection-side lever (OcrConfig.det_side) for the default backend on the demo's Latin
+    signs: clean-sign accuracy and ms per view at each side, and, over every view a build reads
+    (with or without signs), how many of the full-size readings each side still makes."""
+    from corebuild.stages.ocr import OcrConfig, load_ocr
+
+    clean, every = views(n), views(n, every=True)
+    base = None
+    print(f"\ndetection side (rapidocr, latin; {len(clean)} clean-sign views, {len(every)} views in build order, one thread)")
+    for side in sides:
+        engine = load_ocr(OcrConfig(backend="rapidocr", threads=1, det_side=side), [["en"]])
+        acc, lat, signs = score(engine, clean, "latin")
+        t0 = time.perf_counter()
+        reads = [{norm(h.text) for h in engine.read(img) if h.confidence >= 0.5} - {""} for img, _ in every]
+        per_view = (time.perf_counter() - t0) / len(every) * 1000
+        base = base or reads
+        kept = sum(len(a & b) for a, b in zip(reads, base)) / max(1, sum(len(b) for b in base))
+        label = f"{side} px" if side else "full size"
+        print(f"  {label:<9} clean-sign accuracy {acc:.3f}; {statistics.median(lat) * 1000:.0f} ms per clean-sign view, {per_view:.0f} ms per view in build order;"
+              f" {sum(map(len, reads))} readings over all views, {kept:.1%} of the first side's")
+        emit(f"ocr.det_side.{side}", f"OCR detection at {label} (rapidocr, latin): clean-sign accuracy", round(acc, 4), "", ">= 0.95", acc >= 0.95,
+             f"{per_view:.0f} ms per view in build order (one thread); {kept:.1%} of the first side's readings over {len(every)} views")
+
+
 def bench_sam(size: int) -> None:
     try:
         import torch
@@ -138,6 +163,7 @@ def main() -> int:
     ap.add_argument("--views", type=int, default=40)
     ap.add_argument("--easyocr-views", type=int, default=12, help="easyocr is ~10x slower on one core: fewer views")
     ap.add_argument("--scripts", default=",".join(SCRIPT_LANGUAGES))
+    ap.add_argument("--det-sides", default="0,576,512,448,416,384", help="detection sides to compare (0: full size); '': skip")
     ap.add_argument("--sam-size", type=int, default=1024, help="SAM encodes 1024x1024 (its fixed input size)")
     args = ap.parse_args()
     from corebuild.errors import CorebuildError
@@ -171,6 +197,8 @@ def main() -> int:
         cells = {r["backend"]: r for r in table if r["script"] == script}
         cell = {b: (f"{cells[b]['accuracy']:.3f} / {cells[b]['ms']} ms" if cells.get(b, {}).get("accuracy") is not None else "-") for b in backends}
         print(f"{script:<10}" + "".join(f"{cell[b]:>22}" for b in backends))
+    if args.det_sides:
+        bench_det_sides([int(x) for x in args.det_sides.split(",")], args.views)
     bench_sam(args.sam_size)
     return 0
 

@@ -24,12 +24,20 @@ server it starts. `--compare N_SMALL` first builds an N_SMALL-point prefix of th
   imagery server). Printed: the peak, and the tree RSS as 10/25/50/75/100% of the work units
   finish. Images exist only in the fused capture -> OCR -> describe -> write stage, one work
   unit at a time, so that phase is flat. Before it, the DirectRunner holds every point's small
-  record at its stage boundaries (reshuffle, group by panorama, group by unit) in the launcher
-  and the workers' input buffers: that part grows with N (~11 kB a point measured on 10k-50k
-  duplicate-heavy builds; ~1.1 GB per 100k points). Dataflow keeps those in its shuffle instead.
+  record at its groupings (reshuffle, group by panorama, group by unit) in the launcher: that
+  part grows with N. The groupings carry records as the registered RecordCoder's compact bytes
+  (pipelines/record_coder.py); `--grouping` measures what they hold per point.
 Target (picked here; the issue asks for "bounded"): peak RSS of the whole tree < 4 GB at 100k.
 
-Usage: python bench/bench_load.py [--n 100000] [--quick] [--workers 2] [--keep --out DIR]
+--grouping 10000,100000,1000000: instead of a build, the grouping pass at each N -- sampling,
+  locate, dedupe and the grouping into work units, then nothing (RunnerConfig.stop_after =
+  "grouping", a bench-only setting: no images, no shards) -- in a town sized for each N. Printed
+  per N: peak tree RSS, by role, and (peak - baseline) / N bytes per point, where the baseline is
+  the same pass's peak at --grouping-baseline points (500: interpreters, Beam, the imagery
+  server). Target (issue 21): <= 2 kB per point. The imagery server's own memory grows with the
+  town's area (its world), not with the groupings: "launcher + workers" is printed apart.
+
+Usage: python bench/bench_load.py [--n 100000] [--quick] [--workers 2] [--keep --out DIR] [--grouping N[,N...]]
     --quick: N = 2,000 (~2 min on 2 cores) in a town sized for 2,000: the same row mix as the full
     run, so its rows/s estimates the full run's time (18-20 rows/s on a 2-core machine: ~1.5 h
     for 100k).
@@ -110,8 +118,17 @@ def child(spec: dict) -> int:
         ),
         ocr=OcrConfig(backend="off"),
         write=WriteConfig(unit_points=spec["unit_points"]),
-        runner=RunnerConfig(direct_num_workers=w, direct_running_mode="multi_processing" if w > 1 else "in_memory"),
+        runner=RunnerConfig(direct_num_workers=w, direct_running_mode="multi_processing" if w > 1 else "in_memory", stop_after=spec.get("stop_after")),
     )
+    if cfg.runner.stop_after:  # the grouping pass: no units written, so no manifest to count
+        from corebuild.running.build import execute, prepare
+
+        prep = prepare(cfg, overwrite=True)
+        try:
+            print(f"grouping pass: pipeline {execute(prep, prep.state, progress=False):.1f} s", flush=True)
+        finally:
+            prep.close()
+        return 0
     result = run_build(cfg, overwrite=True, progress=True)
     print(result.summary, flush=True)
     return 0
@@ -250,18 +267,20 @@ def gb(n: float) -> float:
 
 
 # ----------------------------------------------------------------------------- the measured run
-def run_once(args, n: int, work: Path) -> dict:
-    side = args.side_m or BASE_SIDE_M * math.sqrt(args.region_points / FULL_N)
+def run_once(args, n: int, work: Path, stop_after: str | None = None) -> dict:
+    # The grouping pass sizes each town for its own N (the same point density at any N).
+    region_points = n if stop_after else args.region_points
+    side = args.side_m or BASE_SIDE_M * math.sqrt(region_points / FULL_N)
     mdir, out = work / "manifests", work / "out"
     mdir.mkdir(parents=True, exist_ok=True)
     shutil.rmtree(out, ignore_errors=True)
-    (mdir / f"{REGION}.json").write_text(json.dumps(manifest(args.region_points, side), indent=1))
+    (mdir / f"{REGION}.json").write_text(json.dumps(manifest(region_points, side), indent=1))
     spec = {"n": n, "out": str(out), "manifests": str(mdir), "spacing": args.spacing, "workers": args.workers,
-            "street_size": args.street_size, "aerial_size": args.aerial_size, "unit_points": args.unit_points}
+            "street_size": args.street_size, "aerial_size": args.aerial_size, "unit_points": args.unit_points, "stop_after": stop_after}
     total_units = -(-n // args.unit_points)
     log = work / f"build-{n}.log"
-    print(f"build of {n:,} points: region {side / 1000:.2f} x {side / 1000:.2f} km (quota {args.region_points:,}), spacing {args.spacing:g} m, "
-          f"{args.workers} DirectRunner workers, OCR off, street 4 x {args.street_size} px, aerial {args.aerial_size} px, "
+    print(f"{'grouping pass' if stop_after else 'build'} of {n:,} points: region {side / 1000:.2f} x {side / 1000:.2f} km (quota {region_points:,}), "
+          f"spacing {args.spacing:g} m, {args.workers} DirectRunner workers, OCR off, street 4 x {args.street_size} px, aerial {args.aerial_size} px, "
           f"{total_units} units of {args.unit_points}; log {log}", flush=True)
     t0 = time.perf_counter()
     with open(log, "w") as logf:
@@ -283,6 +302,8 @@ def run_once(args, n: int, work: Path) -> dict:
     if rc != 0:
         tail = log.read_text(errors="replace")[-3000:]
         raise RuntimeError(f"build of {n} points failed (rc {rc}) after {wall:.0f} s; last lines of {log}:\n{tail}")
+    if stop_after:
+        return {"n": n, "wall_s": wall, "samples": sampler.samples, "side_m": side}
     m = json.loads((out / REGION / "manifest.json").read_text())
     shard_bytes = sum(f.stat().st_size for f in (out / REGION / "shards").glob("*.parquet"))
     cpu: dict[str, float] = {}
@@ -368,6 +389,43 @@ def report(r: dict, quick: bool, bench: bool = True, extra: str = "") -> dict:
     return result
 
 
+# ----------------------------------------------------------------------------- the grouping pass
+GROUPING_TARGET_B = 2000  # bytes per point held by the groupings before the first work unit (issue 21)
+SERVER = "imagery server (synthetic serve)"
+
+
+def _pipeline_rss(sample: dict) -> int:
+    """The launcher and the Beam workers: what grouping memory is (the imagery server's world is not)."""
+    return sum(v for role, v in sample.get("by_role", {}).items() if role != SERVER)
+
+
+def grouping(args, sizes: list[int], work: Path) -> int:
+    """Sample + locate + dedupe + group the work units, nothing after (RunnerConfig.stop_after), at
+    each N; bytes per point = (peak - the same pass's peak at a few hundred points) / N."""
+    def peaks(r: dict) -> tuple[int, int]:
+        return max(s["rss"] for s in r["samples"]), max(_pipeline_rss(s) for s in r["samples"])
+
+    base = run_once(args, args.grouping_baseline, work, "grouping")
+    base_tree, base_pipe = peaks(base)
+    print(f"baseline ({args.grouping_baseline:,} points, the fixed cost): peak tree RSS {gb(base_tree):.2f} GB, launcher + workers {gb(base_pipe):.2f} GB\n", flush=True)
+    for n in sizes:
+        r = run_once(args, n, work, "grouping")
+        tree, pipe = peaks(r)
+        per_tree, per_pipe = (tree - base_tree) / n, (pipe - base_pipe) / n
+        roles = ", ".join(f"{role} {gb(max(x.get('by_role', {}).get(role, 0) for x in r['samples'])):.2f} GB"
+                          for role in sorted({role for x in r["samples"] for role in x.get("by_role", {})}))
+        print(f"grouping pass of {n:,} points: {r['wall_s']:,.0f} s ({n / r['wall_s']:,.0f} points/s); peak tree RSS {gb(tree):.2f} GB "
+              f"(launcher + workers {gb(pipe):.2f} GB); by role, each at its peak: {roles}")
+        print(f"  grouping memory per point at {n:,}: {per_tree:,.0f} B (whole tree), {per_pipe:,.0f} B (launcher + workers), "
+              f"above the baseline; target <= {GROUPING_TARGET_B:,} B\n", flush=True)
+        label = f"{n / 1000:g}k" if n < 1_000_000 else f"{n / 1e6:g}M"
+        emit(f"load.grouping_per_point.{label}", f"grouping memory per point at {label}", round(per_tree), "B/point", f"<= {GROUPING_TARGET_B:,} B per point",
+             per_tree <= GROUPING_TARGET_B, f"sample + locate + dedupe + group, nothing after; peak tree RSS {gb(tree):.2f} GB (launcher + workers "
+             f"{gb(pipe):.2f} GB, {per_pipe:,.0f} B/point) minus {gb(base_tree):.2f} GB at {args.grouping_baseline:,} points; {r['wall_s']:,.0f} s; "
+             f"OCR off, {args.workers} workers", n=n, peak_rss_gb=round(gb(tree), 3), pipeline_b_per_point=round(per_pipe))
+    return 0
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--n", type=int, default=FULL_N, help="points in the build (default 100,000)")
@@ -387,6 +445,9 @@ def main() -> int:
     ap.add_argument("--out", default=None, help="work directory (default: a temp dir, removed afterwards)")
     ap.add_argument("--keep", action="store_true", help="keep the work directory (the build's shards)")
     ap.add_argument("--samples-json", default=None, help="write every memory/progress sample of the (last) build here")
+    ap.add_argument("--grouping", default=None, metavar="N[,N...]",
+                    help="instead of a build: the grouping pass (sample, locate, dedupe, group; no images) at each N, with bytes per point")
+    ap.add_argument("--grouping-baseline", type=int, default=500, help="the grouping pass's fixed cost is its peak at this many points")
     ap.add_argument("--child", default=None, help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.child:
@@ -407,6 +468,8 @@ def main() -> int:
     work = Path(args.out) if args.out else Path(tempfile.mkdtemp(prefix="bench-load-"))
     work.mkdir(parents=True, exist_ok=True)
     try:
+        if args.grouping:
+            return grouping(args, [int(float(x)) for x in args.grouping.split(",")], work)
         small = None
         if args.compare:
             small = run_once(args, args.compare, work)
@@ -425,7 +488,8 @@ def main() -> int:
         report(r, quick=args.quick or n < FULL_N, extra=extra)
     except RuntimeError as exc:
         print(str(exc), file=sys.stderr)
-        emit("load.peak_rss", f"{n / 1000:g}k build peak RSS (process tree)", None, "GB", f"< {RSS_TARGET_GB:g} GB at 100k", None, f"build failed: {str(exc).splitlines()[0]}")
+        if not args.grouping:
+            emit("load.peak_rss", f"{n / 1000:g}k build peak RSS (process tree)", None, "GB", f"< {RSS_TARGET_GB:g} GB at 100k", None, f"build failed: {str(exc).splitlines()[0]}")
         return 1
     finally:
         if not args.keep and not args.out:

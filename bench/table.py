@@ -80,7 +80,7 @@ BENCHES: tuple[Bench, ...] = (
         Expected("write.ratio", "Parquet MB/s vs raw disk (ShardWriter)", ">= 0.5x raw disk, memory bounded"),
     ), quick_args=("--rows", "400", "--repeat", "1", "--shard-mb", "64")),
     Bench("demo", "bench/bench_demo.py", 1800, (
-        Expected("demo.wall_s", "demo end-to-end time", "no time target; >= 500 rows, consistent (issue 3)"),
+        Expected("demo.wall_s", "demo end-to-end time", "<= 90 s (issue 21); >= 500 rows, consistent (issue 3)"),
     ), args=("--limit", "0"), quick_args=("--limit", "40")),
     Bench("yield", "bench/bench_yield.py", 2400, (
         Expected("yield.area", "demo yield over the area (kept / sampled)", "none stated (figure)"),
@@ -90,6 +90,12 @@ BENCHES: tuple[Bench, ...] = (
         Expected("load.peak_rss", "100k build peak RSS (process tree)", "< 4 GB at 100k"),
         Expected("load.rows_per_s", "100k build rows/s", "none stated (figure)"),
     ), quick_args=("--quick",), note="OCR off, small images: see bench/bench_load.py"),
+    Bench("grouping", "bench/bench_load.py", 2 * 3600, (
+        Expected("load.grouping_per_point.10k", "grouping memory per point at 10k", "<= 2,000 B per point"),
+        Expected("load.grouping_per_point.100k", "grouping memory per point at 100k", "<= 2,000 B per point"),
+        Expected("load.grouping_per_point.1M", "grouping memory per point at 1M", "<= 2,000 B per point"),
+    ), args=("--grouping", "10000,100000,1000000"), quick_args=("--grouping", "2000,10000"),
+        note="sample + locate + dedupe + group only (RunnerConfig.stop_after): see bench/bench_load.py"),
     Bench("gpu_describe", "bench/gpu_describe/run.py", 3600, (
         Expected("describe.vllm.images_per_s", "vllm describer images/s (GPU)", "none stated (figure)"),
     ), needs="vllm_model"),

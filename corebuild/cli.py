@@ -181,7 +181,7 @@ def _serve(args: argparse.Namespace) -> int:
             faults = FaultConfig(rate=args.fault_rate, seed=args.fault_seed, persistent=args.fault_persistent, **({"kinds": kinds} if kinds else {}))
         except ValueError as exc:
             raise CorebuildError(f"synthetic serve: {exc}") from None
-    serve_forever(world, args.host, args.port, faults)
+    serve_forever(world, args.host, args.port, faults, args.render_processes)
     return 0
 
 
@@ -393,6 +393,7 @@ def _synthetic_parser(sub) -> None:
     _data_flags(serve)
     serve.add_argument("--host", default="127.0.0.1")
     serve.add_argument("--port", type=int, default=0)
+    serve.add_argument("--render-processes", type=int, default=0, help="processes that render images (0: one per core; 1: in the server's own loop)")
     serve.add_argument("--fault-rate", type=float, default=0.0, help="share of requests that misbehave (429, 5xx, timeouts, resets, cut bodies, placeholder tiles, malformed LLM JSON)")
     serve.add_argument("--fault-seed", type=int, default=0)
     serve.add_argument("--fault-kinds", default=None, help="comma-separated subset of the fault kinds (default: all)")

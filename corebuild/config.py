@@ -35,6 +35,13 @@ class RunnerConfig:
     # Beam resource hint on the GPU stages (SAM segmentation, the in-process vLLM describer) so
     # Dataflow right-fits them onto GPU workers; CPU stages carry none.
     gpu_accelerator: str = "type:nvidia-l4;count:1;install-nvidia-driver"
+    # Random keys of the reshuffle that spreads points before locate (Beam's default, 2**32, is one
+    # key per point: the DirectRunner then keeps a key and a list per point while it groups them).
+    spread_keys: int = 4096
+    # Bench only (bench/bench_load.py --grouping; no CLI flag): "grouping" ends the pipeline once
+    # the work units are grouped (sample, locate, dedupe, group; nothing captured or written), to
+    # measure what the groupings hold per point. None: the whole build.
+    stop_after: Optional[str] = None
 
     @property
     def local(self) -> bool:
@@ -131,6 +138,8 @@ class BuildConfig:
         for name in ("license", "attribution"):  # likewise: unstated, they keep the hash of builds before them
             if getattr(self.fetch.local, name) == getattr(LocalFolderConfig, name):
                 del local[name]
+        if self.ocr.det_side == 0:  # likewise: detection at full size, as every build before the setting
+            del d["ocr"]["det_side"]
         if self.ocr.backend == "auto":  # what auto resolves to runs: builds from before auto (rapidocr) still resume
             d["ocr"]["backend"] = self.ocr_plan_backends()
         if self.segment.backend != "off":

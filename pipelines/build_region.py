@@ -18,7 +18,8 @@ from corebuild.shards.schema import RunStamp
 from corebuild.shards.units import SAMPLING_DIR, BuildState, marker_name, unit_of
 from corebuild.stages.dedupe import Claim, dedupe_key, resolve_duplicates
 from pipelines.plan import locate_stage, unit_stages
-from corebuild.stages.sample import SamplingPlan, SampleConfig, records_of
+from pipelines.record_coder import grouping_coder
+from corebuild.stages.sample import SamplingPlan, SampleConfig, iter_records
 from corebuild.stages.write import UnitWriter
 from pipelines.stage_dofn import NS, apply_stage, count
 
@@ -49,45 +50,53 @@ class ChunkDoFn(_RegionDoFn):
             yield region_id, chunk
 
 
-class SampleChunkDoFn(_RegionDoFn):
-    """A chunk's surviving candidates as (region, (rank, x, y)); independent of other chunks."""
-
-    def process(self, item):
-        region_id, chunk = item
-        x, y, rank = self.plan(region_id).chunk_survivors(chunk)
-        for r, a, b in zip(rank.tolist(), x.tolist(), y.tolist()):
-            yield region_id, (r, a, b)
+def lowest(rank: np.ndarray, x: np.ndarray, y: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The n least (rank, x, y), in that order (as sorting the triples would give them)."""
+    keep = np.lexsort((y, x, rank))[:n]
+    return rank[keep], x[keep], y[keep]
 
 
-class SelectDoFn(_RegionDoFn):
-    """A region's lowest-rank survivors -> numbered records, plus its sampling summary."""
-
+class _TakesDoFn(_RegionDoFn):
     def __init__(self, cfg: SampleConfig, regions: dict[str, Region], takes: dict[str, int]):
         super().__init__(cfg, regions)
         self.takes = takes
 
+
+class SampleChunkDoFn(_TakesDoFn):
+    """A chunk's lowest-rank survivors (only those can be among its region's) as (region, (rank,
+    x, y)) arrays: one element a chunk, not a Python tuple a candidate (~2.6 candidates a point
+    crossed the grouping as such before); independent of other chunks."""
+
+    def process(self, item):
+        region_id, chunk = item
+        x, y, rank = self.plan(region_id).chunk_survivors(chunk)
+        yield region_id, lowest(rank, x, y, self.takes[region_id])
+
+
+class SelectDoFn(_TakesDoFn):
+    """A region's lowest-rank survivors -> numbered records, plus its sampling summary."""
+
     def process(self, item):
         region_id, groups = item
-        best = sorted(v for group in groups for v in group)
-        rank, x, y = (np.array(col, dtype=float) for col in zip(*best)) if best else (np.empty(0),) * 3
+        chunks = [g for g in groups if len(g)]
+        cols = (np.concatenate(col) for col in zip(*chunks)) if chunks else (np.empty(0),) * 3
+        rank, x, y = lowest(*cols, self.takes[region_id])
         result = self.plan(region_id).select(x, y, rank, self.takes[region_id])
         summary = {"region_id": region_id, "requested": result.requested, "sampled": len(result.points), "shortfall": result.shortfall_reason}
         yield beam.pvalue.TaggedOutput(SAMPLING_TAG, json.dumps(summary))
         Metrics.counter(NS, "sampled").inc(len(result.points))
-        yield from records_of(result, self.cfg)
+        yield from iter_records(result, self.cfg)
 
 
 def sample_points(p: beam.Pipeline, cfg: SampleConfig, regions: dict[str, Region], takes: dict[str, int]):
     """Sampling split by chunk; the set is the same however chunks land on workers. `takes`:
     how many points of each region's rank order this round samples (a prefix)."""
-    n = max(takes.values())
     ids = p | "Regions" >> beam.Create(sorted(regions))
     survivors = (
         ids
         | "Chunks" >> beam.ParDo(ChunkDoFn(cfg, regions))
         | "SpreadChunks" >> beam.Reshuffle()
-        | "SampleChunk" >> beam.ParDo(SampleChunkDoFn(cfg, regions))
-        | "LowestRanks" >> beam.combiners.Top.SmallestPerKey(n)
+        | "SampleChunk" >> beam.ParDo(SampleChunkDoFn(cfg, regions, takes))
     )
     # Every region reaches SelectDoFn, also one with no survivors (its shortfall is reported).
     present = ids | "EveryRegion" >> beam.Map(lambda rid: (rid, []))
@@ -145,27 +154,35 @@ class WriteSamplingDoFn(beam.DoFn):
 
 def locate_units(p: beam.Pipeline, points, cfg: BuildConfig, storage, state: BuildState):
     """Pending points located, deduplicated (against finished units' claims too), grouped into
-    work units: (region, unit index) -> records."""
+    work units: (region, unit index) -> records. Every grouping carries records (and claims) as
+    the registered coder's bytes (pipelines.record_coder: why)."""
     n = state.unit_points
+    coder = grouping_coder()
+    pack, unpack = coder.encode, coder.decode
     located = (
         points
         # Finished units are skipped, except their points being retried or added (a longer sample).
         | "Pending" >> beam.Filter(lambda r, done, redo: unit_of(r.point_index, n) not in done or r.point_index in redo, state.done, state.retry | state.grow)
-        | "Spread" >> beam.Reshuffle()
+        | "PackPoints" >> beam.Map(pack)
+        | "Spread" >> beam.Reshuffle(num_buckets=cfg.runner.spread_keys)
+        | "UnpackPoints" >> beam.Map(unpack)
         | "BatchLocate" >> beam.BatchElements(min_batch_size=1, max_batch_size=cfg.runner.batch_size)
         | "AsUnit" >> beam.Map(lambda batch: (None, batch))
     )
-    located = apply_stage(located, locate_stage(cfg), "") | "DedupeKey" >> beam.FlatMap(lambda kv: [(dedupe_key(r), r) for r in kv[1]])
+    located = apply_stage(located, locate_stage(cfg), "") | "DedupeKey" >> beam.FlatMap(lambda kv: [(dedupe_key(r), pack(r)) for r in kv[1]])
     markers = sorted(marker_name(cfg.region_id, u) for u in state.done)
-    claims = p | "DoneUnits" >> beam.Create(markers) | "Claims" >> beam.ParDo(ReadClaimsDoFn(storage, state.retry))
+    claims = (
+        p | "DoneUnits" >> beam.Create(markers) | "Claims" >> beam.ParDo(ReadClaimsDoFn(storage, state.retry))
+        | "PackClaims" >> beam.MapTuple(lambda key, claim: (key, pack(claim)))
+    )
     return (
         (located, claims)
         | "WithClaims" >> beam.Flatten()
         | "SameImagery" >> beam.GroupByKey()
-        | "Dedupe" >> beam.FlatMap(lambda kv: resolve_duplicates(list(kv[1])))
-        | "UnitKey" >> beam.Map(lambda r: ((r.region_id, unit_of(r.point_index, n)), r))
+        | "Dedupe" >> beam.FlatMap(lambda kv: resolve_duplicates([unpack(v) for v in kv[1]]))
+        | "UnitKey" >> beam.Map(lambda r: ((r.region_id, unit_of(r.point_index, n)), pack(r)))
         | "Units" >> beam.GroupByKey()
-        | "UnitList" >> beam.MapTuple(lambda key, recs: (key, list(recs)))
+        | "UnitList" >> beam.MapTuple(lambda key, recs: (key, [unpack(v) for v in recs]))
     )
 
 
@@ -177,6 +194,9 @@ def build_pipeline(p: beam.Pipeline, cfg: BuildConfig, region: Region, stamp: Ru
     sampled = sample_points(p, cfg.sample, {region.id: region}, {region.id: take})
     sampled[SAMPLING_TAG] | "WriteSampling" >> beam.ParDo(WriteSamplingDoFn(storage, f"{region.id}/{SAMPLING_DIR}"))
     units = locate_units(p, sampled.points, cfg, storage, state)
+    if cfg.runner.stop_after == "grouping":  # bench only: what the groupings hold, no unit stages
+        units | "Grouped" >> beam.Map(lambda unit: count("units_grouped", 1))
+        return
     for plan in unit_stages(cfg, region):
         units = apply_stage(units, plan, cfg.runner.gpu_accelerator)
     units | "Write" >> beam.ParDo(WriteUnitDoFn(UnitWriter(storage, cfg.write, stamp, state.attempt, state.done)))

@@ -9,8 +9,9 @@ Street View image URLs. Then, each run in its own process pinned to core 0:
 - img2dataset (separate venv bench/fetch/.venv-img2dataset, created on first use) on the same
   URL list: 1 process, 64 threads, Parquet out; once without resizing or re-encoding (it still
   decodes every image with cv2: the same validation corebuild does), once resizing to 512;
-- corebuild providers: `GoogleStreetView.locate` + `.capture` (4 headings) for N/4 points, and
-  `XYZTiles.crop` (512-px crops from 256-px tiles) for N/8 points;
+- corebuild providers: `GoogleStreetView.locate` + `.capture` (4 headings) for N/4 points, in
+  every repeat like the rows above, and `XYZTiles.crop` (512-px crops from 256-px tiles) for N/8
+  points, once;
 - a reference row (not corebuild): bare aiohttp GET + PIL full decode, the floor HttpClient sits on.
 
 Prints one table and the corebuild/img2dataset ratios. Exits non-zero only when a run is broken
@@ -383,6 +384,8 @@ def main(argv: list[str] | None = None) -> int:
                     shutil.rmtree(out, ignore_errors=True)
             if not args.skip_reference:
                 keep_best("ref", measured("reference bare aiohttp+PIL", me + ["--worker", "plain", "--urls", str(url_file)], args.n))
+            if not args.skip_providers:  # interleaved and best-of like img2dataset, which it is compared with
+                keep_best("capture", measured("corebuild StreetView.capture", me + ["--worker", "capture"], args.n))
         rows.append(best["cb"])
         if not args.skip_img2dataset:
             best["i2d-noresize"]["mode"] = "no resize, no re-encode"
@@ -391,7 +394,6 @@ def main(argv: list[str] | None = None) -> int:
         if not args.skip_reference:
             rows.append(best["ref"])
         if not args.skip_providers:
-            best["capture"] = measured("corebuild StreetView.capture", me + ["--worker", "capture"], args.n)
             rows.append(best["capture"])
             rows.append(measured("corebuild XYZTiles.crop", me + ["--worker", "tiles"], args.n))
     finally:

@@ -308,18 +308,15 @@ def sample_chunks(region: Region, cfg: SampleConfig) -> Iterator[tuple[tuple[int
         yield chunk, plan.chunk_survivors(chunk)
 
 
+def iter_records(result: SampleResult, cfg: SampleConfig) -> Iterator[Record]:
+    """One record at a time (the pipeline packs each before making the next: a million points'
+    records at once are ~0.6 GB in a worker)."""
+    for i, (lat, lon) in enumerate(result.points):
+        yield Record(sample_id=make_sample_id(result.region_id, cfg.seed, i), region_id=result.region_id, seed=cfg.seed, point_index=i, lat=lat, lon=lon)
+
+
 def records_of(result: SampleResult, cfg: SampleConfig) -> list[Record]:
-    return [
-        Record(
-            sample_id=make_sample_id(result.region_id, cfg.seed, i),
-            region_id=result.region_id,
-            seed=cfg.seed,
-            point_index=i,
-            lat=lat,
-            lon=lon,
-        )
-        for i, (lat, lon) in enumerate(result.points)
-    ]
+    return list(iter_records(result, cfg))
 
 
 def sample_records(region: Region, cfg: SampleConfig) -> list[Record]:

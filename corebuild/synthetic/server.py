@@ -19,11 +19,13 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import os
 import re
 import subprocess
 import sys
 import threading
-from typing import Optional
+from collections import OrderedDict
+from typing import Callable, Optional
 
 from aiohttp import web
 from PIL import Image, ImageDraw
@@ -56,11 +58,103 @@ def _no_imagery_image(w: int, h: int) -> bytes:
     return encode(img, "jpeg")
 
 
+TILE_CACHE_BYTES = 512 * 1024 * 1024
+
+
+# The world of this process's render workers (set before the pool forks: inherited, never pickled).
+_POOL_WORLD: Optional[World] = None
+
+
+def _street_jpeg(world: World, *camera) -> bytes:
+    """Camera(*camera) as a JPEG (the camera travels as its fields: Camera itself is a cached
+    constructor, which does not pickle)."""
+    return encode(render_street(world, Camera(*camera)), "jpeg")
+
+
+def _tile_png(world: World, kind: str, z: int, x: int, y: int) -> bytes:
+    return encode((render_tile if kind == "aerial" else render_map_tile)(world, z, x, y), "png")
+
+
+def _in_pool(fn: Callable[..., bytes], *args) -> bytes:
+    return fn(_POOL_WORLD, *args)
+
+
+def render_pool(world: World, processes: int):
+    """`processes` forked workers that render for the server, so imagery is not capped at one core
+    (the event loop only parses requests and answers). None for 0 or 1: render in the loop."""
+    global _POOL_WORLD
+    if processes <= 1:
+        return None
+    import multiprocessing
+
+    _POOL_WORLD = world
+    return multiprocessing.get_context("fork").Pool(processes)
+
+
+class TileCache:
+    """Encoded tiles by address, least recently used dropped past `max_bytes`: a tile is a pure
+    function of the world and its address, and neighbouring crops share most of theirs (the demo
+    asks for 4,900 tiles, 3,100 of them distinct), as a real tile service's CDN serves them."""
+
+    def __init__(self, max_bytes: int = TILE_CACHE_BYTES):
+        self.max_bytes, self.size, self.hits = max_bytes, 0, 0
+        self._items: "OrderedDict[tuple, bytes]" = OrderedDict()
+
+    def peek(self, key: tuple) -> Optional[bytes]:
+        body = self._items.get(key)
+        if body is not None:
+            self._items.move_to_end(key)
+            self.hits += 1
+        return body
+
+    def get(self, key: tuple, make: Callable[[], bytes]) -> bytes:
+        body = self._items.get(key)
+        if body is not None:
+            self._items.move_to_end(key)
+            self.hits += 1
+            return body
+        body = make()
+        self._items[key] = body
+        self.size += len(body)
+        while self.size > self.max_bytes and self._items:
+            self.size -= len(self._items.popitem(last=False)[1])
+        return body
+
+
 class SyntheticServer:
-    def __init__(self, world: World, faults: Optional[FaultConfig] = None):
+    def __init__(self, world: World, faults: Optional[FaultConfig] = None, pool=None):
         self.world = world
         self.requests = {"metadata": 0, "image": 0, "tile": 0}
+        self.tiles = TileCache()
+        self.pool = pool  # render_pool(...), or None: render on the event loop
         self.faults = FaultInjector(faults) if faults and faults.rate > 0 else None
+        self._pending: dict[tuple, asyncio.Future] = {}
+
+    async def _render(self, fn: Callable[..., bytes], *args) -> bytes:
+        """fn(world, *args), in the render pool when there is one."""
+        if self.pool is None:
+            return fn(self.world, *args)
+        loop = asyncio.get_running_loop()
+        fut = loop.create_future()
+
+        def settle(method, value):
+            if not fut.done():
+                getattr(fut, method)(value)
+
+        self.pool.apply_async(_in_pool, (fn, *args), callback=lambda r: loop.call_soon_threadsafe(settle, "set_result", r),
+                              error_callback=lambda e: loop.call_soon_threadsafe(settle, "set_exception", e))
+        return await fut
+
+    async def _tile(self, kind: str, z: int, x: int, y: int) -> bytes:
+        key = (kind, z, x, y)
+        body = self.tiles.peek(key)
+        if body is not None:
+            return body
+        if key not in self._pending:  # the same tile asked for twice at once is rendered once
+            self._pending[key] = asyncio.ensure_future(self._render(_tile_png, kind, z, x, y))
+            self._pending[key].add_done_callback(lambda _: self._pending.pop(key, None))
+        body = await asyncio.shield(self._pending[key])
+        return self.tiles.get(key, lambda: body)
 
     def _find(self, q) -> tuple[Optional[str], Optional[object]]:
         """(error status, pano) for the location/pano parameters of a request."""
@@ -125,8 +219,7 @@ class SyntheticServer:
             if q.get("return_error_code") == "true":
                 return web.Response(status=404, text="No imagery at this location.")
             return web.Response(body=_no_imagery_image(w, h), content_type="image/jpeg")
-        cam = Camera(pano.x, pano.y, heading, fov, pitch, w, h)
-        body = encode(render_street(self.world, cam), "jpeg")
+        body = await self._render(_street_jpeg, pano.x, pano.y, heading, fov, pitch, w, h)
         return web.Response(body=body, content_type="image/jpeg")
 
     async def tile(self, request: web.Request) -> web.Response:
@@ -137,7 +230,7 @@ class SyntheticServer:
             return web.Response(status=400, text="bad tile address")
         if not (0 <= z <= 22 and 0 <= x < 2**z and 0 <= y < 2**z):
             return web.Response(status=404, text="tile out of range")
-        body = encode(render_tile(self.world, z, x, y), "png")
+        body = await self._tile("aerial", z, x, y)
         return web.Response(body=body, content_type="image/png", headers={"Cache-Control": "max-age=86400"})
 
     async def map_tile(self, request: web.Request) -> web.Response:
@@ -149,7 +242,7 @@ class SyntheticServer:
             return web.Response(status=400, text="bad tile address")
         if not (0 <= z <= 19 and 0 <= x < 2**z and 0 <= y < 2**z):
             return web.Response(status=404, text="tile out of range (OSM serves zoom 0-19)")
-        body = encode(render_map_tile(self.world, z, x, y), "png")
+        body = await self._tile("map", z, x, y)
         return web.Response(body=body, content_type="image/png", headers={"Cache-Control": "max-age=86400"})
 
     def app(self) -> web.Application:
@@ -172,11 +265,13 @@ def serve_in_thread(world: World, host: str = "127.0.0.1", port: int = 0, faults
     return dataclasses.replace(serve_app(server.app(), host, port), server=server)
 
 
-def serve_forever(world: World, host: str = "127.0.0.1", port: int = 0, faults: Optional[FaultConfig] = None) -> None:
-    """Run in the foreground; prints `listening on <url>` once ready (the parent reads it)."""
+def serve_forever(world: World, host: str = "127.0.0.1", port: int = 0, faults: Optional[FaultConfig] = None, processes: int = 0) -> None:
+    """Run in the foreground; prints `listening on <url>` once ready (the parent reads it).
+    processes: render workers (0: one per core; 1: render in the event loop)."""
+    pool = render_pool(world, processes or os.cpu_count() or 1)  # forked before the loop starts
 
     async def _main():
-        runner = web.AppRunner(SyntheticServer(world, faults).app(), access_log=None)
+        runner = web.AppRunner(SyntheticServer(world, faults, pool).app(), access_log=None)
         await runner.setup()
         await web.TCPSite(runner, host, port).start()
         print(f"listening on http://{host}:{runner.addresses[0][1]}", flush=True)

@@ -52,3 +52,29 @@ def test_the_architecture_page_names_every_stage_and_module():
             assert path.name in page, f"docs/architecture.md does not name {path.relative_to(ROOT)}"
     for name in ("sample", "locate", "dedupe", "capture", "ocr", "segment", "describe", "qc", "write"):
         assert f"| {name} | `stages/" in page, name
+
+
+def test_a_build_without_a_shared_stage_never_imports_beams_ml_package(demo, tmp_path):
+    """Beam's ML package (RunInference) imports torch when it is installed: seconds and ~0.3 GB in
+    the launcher and every worker. Only a shared stage (vllm) brings it in."""
+    import subprocess
+    import sys
+
+    from tests.conftest import ROOT
+
+    code = (
+        "import sys, apache_beam as beam\n"
+        "from corebuild.config import BuildConfig\n"
+        "from corebuild.assets import MANIFESTS\n"
+        "from corebuild.regions import load_region\n"
+        "from pipelines.plan import unit_stages\n"
+        "from pipelines.stage_dofn import apply_stage\n"
+        "region = load_region('demo', MANIFESTS)\n"
+        "with beam.Pipeline() as p:\n"
+        "    units = p | beam.Create([])\n"
+        "    for plan in unit_stages(BuildConfig(region_id='demo'), region):\n"
+        "        units = apply_stage(units, plan, '')\n"
+        "    print('ml' if 'apache_beam.ml.inference.base' in sys.modules else 'no ml')\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert out.stdout.strip().splitlines()[-1] == "no ml", out.stderr[-2000:]

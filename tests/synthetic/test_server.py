@@ -99,3 +99,57 @@ def test_osm_map_tiles(tiny_server, tiny_world):
     assert status == 200 and ctype == "image/png" and img.shape == (256, 256, 3)
     assert (img == 255).all(axis=-1).mean() > 0.02  # white road fill, map style
     assert _get(tiny_server, "/osm/20/0/0.png")[0] == 404
+
+
+def test_tiles_are_rendered_once_and_served_again_from_the_cache(tiny_world, monkeypatch):
+    from corebuild.synthetic import server as srv
+
+    renders = []
+    real = srv.render_tile
+    monkeypatch.setattr(srv, "render_tile", lambda *a, **k: renders.append(a[1:]) or real(*a, **k))
+    running = srv.serve_in_thread(tiny_world)
+    try:
+        first = _get(running, "/tiles/20/549000/370000.png")
+        again = _get(running, "/tiles/20/549000/370000.png")
+        other = _get(running, "/tiles/20/549001/370000.png")
+    finally:
+        running.stop()
+    assert first == again and other[0] == 200 and other[2] != first[2]
+    assert renders == [(20, 549000, 370000), (20, 549001, 370000)]
+    assert running.server.tiles.hits == 1
+
+
+def test_tile_cache_drops_the_least_recently_used_past_its_bytes():
+    from corebuild.synthetic.server import TileCache
+
+    cache, made = TileCache(max_bytes=10), []
+    make = lambda key: (lambda: made.append(key) or b"x" * 4)  # noqa: E731
+    for key in ("a", "b", "a", "c", "d", "a", "b"):
+        assert cache.get((key,), make(key)) == b"xxxx"
+    # a, b; a again (hit); c (12 bytes: b dropped, the least recently used); d (a dropped); a, b again
+    assert made == ["a", "b", "c", "d", "a", "b"] and cache.hits == 1 and cache.size <= 10
+
+
+def test_a_render_pool_serves_the_same_bytes_from_other_processes(tiny_world):
+    """`synthetic serve` renders in forked workers (not capped at one core); what it serves is
+    byte for byte what the loop itself renders."""
+    from corebuild.aio import serve_app
+    from corebuild.synthetic import server as srv
+    from corebuild.synthetic.render import Camera, encode, render_street, render_tile
+
+    pool = srv.render_pool(tiny_world, 2)
+    jobs = []
+    submit = pool.apply_async
+    pool.apply_async = lambda fn, args, **kw: jobs.append(args[0].__name__) or submit(fn, args, **kw)
+    running = serve_app(srv.SyntheticServer(tiny_world, pool=pool).app(), "127.0.0.1", 0)
+    try:
+        pano = tiny_world.snap(*_a_point_on_a_road(tiny_world), 50)
+        status, _, view = _get(running, "/maps/api/streetview", pano=pano.id, heading=90, size="320x240", key="k")
+        _, _, tile = _get(running, "/tiles/20/549000/370000.png")
+        _, _, again = _get(running, "/tiles/20/549000/370000.png")
+    finally:
+        running.stop()
+        pool.terminate()
+    assert status == 200 and view == encode(render_street(tiny_world, Camera(pano.x, pano.y, 90.0, 90.0, 0.0, 320, 240)), "jpeg")
+    assert tile == again == encode(render_tile(tiny_world, 20, 549000, 370000), "png")
+    assert jobs == ["_street_jpeg", "_tile_png"]  # rendered in the pool; the repeated tile from the cache

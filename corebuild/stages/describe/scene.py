@@ -36,7 +36,8 @@ def _masks(a: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     sky = (b > r + 25) & (b > g) & (b > 140)
     veg = (g > r + 15) & (g > b + 5)
     sat = a.max(axis=-1) - a.min(axis=-1)
-    grey = (sat < 18) & (a.mean(axis=-1) > 50) & (a.mean(axis=-1) < 200)
+    mean = a.mean(axis=-1)
+    grey = (sat < 18) & (mean > 50) & (mean < 200)
     return sky, veg, grey
 
 
@@ -50,8 +51,8 @@ def _dominant(pixels: np.ndarray, min_share: float, total: int) -> Optional[str]
 
 
 def view_cues(image: bytes, size: int = 96) -> ViewCues:
-    img = Image.open(io.BytesIO(image)).convert("RGB")
-    img.draft("RGB", (size, size))
+    img = Image.open(io.BytesIO(image))
+    img = img.convert("RGB") if img.mode != "RGB" else img  # decoded at full size (no draft): cues as they always were
     a = np.asarray(img.resize((size, size), Image.Resampling.BILINEAR), dtype=np.int16)
     sky, veg, grey = _masks(a)
     h = size

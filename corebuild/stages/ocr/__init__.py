@@ -16,7 +16,7 @@ import unicodedata
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Optional, Protocol
 
-from corebuild.errors import ModelUnavailableError
+from corebuild.errors import ConfigError, ModelUnavailableError
 from corebuild.options import option, registry_names
 from corebuild.record import OcrText, Record
 from corebuild.stages.registry import Backend, Registry
@@ -24,6 +24,9 @@ from corebuild.stages.stage import StageBase
 
 if TYPE_CHECKING:
     from corebuild.stages.ocr.coverage import OcrPlan
+
+
+DET_SIDE = 448  # chosen by measured accuracy: README, Evidence (issue 21)
 
 
 @dataclass(frozen=True)
@@ -37,10 +40,18 @@ class OcrConfig:
     # among the DirectRunner's workers instead of oversubscribing them.
     threads: int = option(0, flag="--ocr-threads", unset="cores / workers", help="ONNX threads per worker (0: all cores)")
     use_angle_cls: bool = False  # street signs are upright; the classifier costs ~20%
+    # Detection (most of OCR's time) runs on the view scaled to this long side; the boxes it finds
+    # are read at full resolution. Clean-sign accuracy by side (bench_evidence --det-sides, demo
+    # views): see README, Evidence. 0: detect at the image's own size (as before issue 21).
+    det_side: int = option(DET_SIDE, flag="--ocr-det-side", help="text detection at this many px on the long side (0: full size); rapidocr backends")
     # Larger images are scaled down before OCR (boxes are mapped back): a 24-MP photo from a
     # local folder must not exhaust a worker's memory.
     max_side: int = 2048
     easyocr_model_dir: str = option("", flag="--easyocr-dir", unset="$COREBUILD_EASYOCR_DIR or ~/.EasyOCR/model", help="easyocr weights directory")
+
+    def __post_init__(self) -> None:
+        if not (isinstance(self.det_side, int) and (self.det_side == 0 or self.det_side >= 64)):
+            raise ConfigError(f"ocr.det_side must be 0 (full size) or an integer >= 64 pixels, got {self.det_side!r}")
 
 
 @dataclass(frozen=True)

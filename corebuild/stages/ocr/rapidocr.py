@@ -28,6 +28,17 @@ def ppocrv5_models() -> dict[str, str]:
     return out
 
 
+def _detect_at(det, side: int) -> None:
+    """Detection on the view scaled to `side` px on its long side (never enlarged). rapidocr 1.4
+    has no setting for it: with limit_type "max" its detector picks 960/1500/2000 px from the image
+    itself, so its preprocessing is replaced by the same class at our side. Boxes come back in the
+    image's own pixels (its postprocessing scales them) and recognition crops the full image."""
+    from rapidocr_onnxruntime.ch_ppocr_det.utils import DetPreProcess
+
+    pre = DetPreProcess(side, "max", det.mean, det.std)
+    det.get_preprocess = lambda max_wh: pre
+
+
 class RapidOcrEngine:
     name = "rapidocr"
 
@@ -48,6 +59,8 @@ class RapidOcrEngine:
             kwargs.update(ppocrv5_models())
             self.name = "rapidocr-v5"
         self._engine = RapidOCR(**kwargs)
+        if cfg.det_side:
+            _detect_at(self._engine.text_det, cfg.det_side)
         self._cls = cfg.use_angle_cls
         self._max_side = cfg.max_side
         runtime = f"rapidocr_onnxruntime=={metadata.version('rapidocr_onnxruntime')}"

@@ -68,7 +68,7 @@ def _behind_run_inference(prompts_dir, records, batch_size, check):
     import functools
 
     from corebuild.stages.describe import DescribeStage
-    from pipelines.stage_dofn import StageModelHandler
+    from pipelines.shared_stage import StageModelHandler
     from apache_beam.ml.inference.base import KeyedModelHandler
 
     cfg = DescribeConfig(backend="vllm", prompt_id="cvg-progressive-v1", prompts_dir=str(prompts_dir), model="Qwen/Qwen2.5-VL-7B-Instruct")

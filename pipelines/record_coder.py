@@ -1,0 +1,42 @@
+"""Records at the pipeline's groupings: Beam's coder for Record (and the dedupe Claim) is
+corebuild.record_codec's compact form, registered in Beam's coder registry on import.
+
+The groupings (the Spread reshuffle, SameImagery, Units) carry a record as that coder's bytes,
+packed just before and unpacked just after, not as a Record: the DirectRunner keeps every
+grouped value *decoded* in its launcher until the stage after it runs (~1.4 kB a located point
+as a Python object, ~220 bytes as these bytes). Whatever coder the registry holds for Record at
+pipeline construction is the one the groupings pack with (`grouping_coder`).
+"""
+
+from __future__ import annotations
+
+import apache_beam as beam
+
+from corebuild import record_codec
+from corebuild.record import Record
+from corebuild.stages.dedupe import Claim
+
+
+class RecordCoder(beam.coders.Coder):
+    """A Record or Claim <-> record_codec bytes: the same value gives the same bytes."""
+
+    def encode(self, value) -> bytes:
+        return record_codec.encode(value)
+
+    def decode(self, encoded: bytes):
+        return record_codec.decode(encoded)
+
+    def is_deterministic(self) -> bool:
+        return True  # fields written in a fixed order; no sets or dicts in a record
+
+    def to_type_hint(self):
+        return Record
+
+
+beam.coders.registry.register_coder(Record, RecordCoder)
+beam.coders.registry.register_coder(Claim, RecordCoder)
+
+
+def grouping_coder() -> beam.coders.Coder:
+    """The coder Beam's registry holds for Record: what the groupings pack records with."""
+    return beam.coders.registry.get_coder(Record)
