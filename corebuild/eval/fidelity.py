@@ -244,12 +244,12 @@ def _label_view(world, cam):
     from PIL import Image, ImageDraw
     from shapely.geometry import LineString, Point
 
-    from corebuild.synthetic.render import _draw_ground, _sign_corners
+    from corebuild.synthetic.render import _draw_ground, _seen, _sign_corners
 
     img = Image.new("I", (cam.width, cam.height), 0)
     draw = ImageDraw.Draw(img)
     frustum = cam.frustum()
-    _draw_ground(draw, cam, [g for g in world.parks if g.intersects(frustum)], _PARK, frustum)
+    _draw_ground(draw, cam, _seen(world.parks, frustum), _PARK, frustum)
     if world.lake is not None:
         _draw_ground(draw, cam, [world.lake], _WATER, frustum)
     objects = []

@@ -108,16 +108,13 @@ class TileCache:
         return body
 
     def get(self, key: tuple, make: Callable[[], bytes]) -> bytes:
-        body = self._items.get(key)
-        if body is not None:
-            self._items.move_to_end(key)
-            self.hits += 1
-            return body
-        body = make()
-        self._items[key] = body
-        self.size += len(body)
-        while self.size > self.max_bytes and self._items:
-            self.size -= len(self._items.popitem(last=False)[1])
+        body = self.peek(key)
+        if body is None:
+            body = make()
+            self._items[key] = body
+            self.size += len(body)
+            while self.size > self.max_bytes and self._items:
+                self.size -= len(self._items.popitem(last=False)[1])
         return body
 
 
