@@ -91,9 +91,9 @@ BENCHES: tuple[Bench, ...] = (
         Expected("load.rows_per_s", "100k build rows/s", "none stated (figure)"),
     ), quick_args=("--quick",), note="OCR off, small images: see bench/bench_load.py"),
     Bench("grouping", "bench/bench_load.py", 2 * 3600, (
-        Expected("load.grouping_per_point.10k", "grouping memory per point at 10k", "<= 2,000 B per point"),
-        Expected("load.grouping_per_point.100k", "grouping memory per point at 100k", "<= 2,000 B per point"),
-        Expected("load.grouping_per_point.1M", "grouping memory per point at 1M", "<= 2,000 B per point"),
+        Expected("load.grouping_per_point.10k", "grouping memory per point at 10k (launcher + workers)", "<= 2,000 B per point"),
+        Expected("load.grouping_per_point.100k", "grouping memory per point at 100k (launcher + workers)", "<= 2,000 B per point"),
+        Expected("load.grouping_per_point.1M", "grouping memory per point at 1M (launcher + workers)", "<= 2,000 B per point"),
     ), args=("--grouping", "10000,100000,1000000"), quick_args=("--grouping", "2000,10000"),
         note="sample + locate + dedupe + group only (RunnerConfig.stop_after): see bench/bench_load.py"),
     Bench("gpu_describe", "bench/gpu_describe/run.py", 3600, (

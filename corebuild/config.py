@@ -35,9 +35,12 @@ class RunnerConfig:
     # Beam resource hint on the GPU stages (SAM segmentation, the in-process vLLM describer) so
     # Dataflow right-fits them onto GPU workers; CPU stages carry none.
     gpu_accelerator: str = "type:nvidia-l4;count:1;install-nvidia-driver"
-    # Random keys of the reshuffle that spreads points before locate (Beam's default, 2**32, is one
-    # key per point: the DirectRunner then keeps a key and a list per point while it groups them).
+    # Random keys of the reshuffle that spreads work units before locate (Beam's default, 2**32, is
+    # one key per element: the DirectRunner then keeps a key and a list for each while it groups).
     spread_keys: int = 4096
+    # glibc malloc arenas per local process, launcher and workers (corebuild.running.memory: why);
+    # 0 leaves glibc's default. $MALLOC_ARENA_MAX, when set, wins.
+    malloc_arenas: int = 2
     # Bench only (bench/bench_load.py --grouping; no CLI flag): "grouping" ends the pipeline once
     # the work units are grouped (sample, locate, dedupe, group; nothing captured or written), to
     # measure what the groupings hold per point. None: the whole build.

@@ -1,9 +1,10 @@
-"""A compact byte form of a Record (or a dedupe Claim) for the pipeline's groupings.
+"""A compact byte form of a Record (a dedupe Claim or Duplicate, or a tuple of them: a work
+unit's records) for the pipeline's groupings.
 
 Beam's default for a Record is a pickle (~700 bytes a located point, ~1.4 kB again once the
 DirectRunner decodes it into its grouping tables); this writes only the fields that differ from
-their defaults, tagged, with strings repeated inside one record (a pano id that is also its
-dedupe key, the region id) written once. A located point is ~190 bytes. Exact round trip: every
+their defaults, tagged, with strings repeated inside one value (a pano id that is also its
+dedupe key, the region id of every record in a unit) written once. A located point is ~190 bytes. Exact round trip: every
 field comes back with its value and type (an unknown type -- a numpy scalar, a list -- is
 pickled in place). The form lives only inside one run of the pipeline (launcher and workers run
 the same code), never on disk, so it carries no version.
@@ -18,10 +19,10 @@ import struct
 from typing import Any
 
 from corebuild.record import AerialCrop, Description, OcrText, Record, Segment, StreetCapture, StreetLocation, StreetView, make_sample_id
-from corebuild.stages.dedupe import Claim
+from corebuild.stages.dedupe import Claim, Duplicate
 
 # The classes a record holds, by position: the index is what is written (append only within a run).
-CLASSES: tuple[type, ...] = (Record, StreetLocation, StreetCapture, StreetView, AerialCrop, OcrText, Segment, Description, Claim)
+CLASSES: tuple[type, ...] = (Record, StreetLocation, StreetCapture, StreetView, AerialCrop, OcrText, Segment, Description, Claim, Duplicate)
 _INDEX = {cls: i for i, cls in enumerate(CLASSES)}
 _FIELDS = {cls: tuple(dataclasses.fields(cls)) for cls in CLASSES}
 

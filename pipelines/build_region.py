@@ -5,18 +5,22 @@ this file only wires it: grouping, reshuffles, the claims of finished units."""
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import json
+from collections import defaultdict
 import logging
 
 import apache_beam as beam
 import numpy as np
+from apache_beam.transforms.window import GlobalWindows
 from apache_beam.metrics import Metrics
 
 from corebuild.config import BuildConfig
+from corebuild.record import Record, make_sample_id
 from corebuild.regions import Region
 from corebuild.shards.schema import RunStamp
 from corebuild.shards.units import SAMPLING_DIR, BuildState, marker_name, unit_of
-from corebuild.stages.dedupe import Claim, dedupe_key, resolve_duplicates
+from corebuild.stages.dedupe import Claim, Duplicate, apply_verdicts, dedupe_key, joins_dedupe, settle
 from pipelines.plan import locate_stage, unit_stages
 from pipelines.record_coder import grouping_coder
 from corebuild.stages.sample import SamplingPlan, SampleConfig, iter_records
@@ -152,37 +156,88 @@ class WriteSamplingDoFn(beam.DoFn):
         self.storage.write(f"{self.prefix}/{region_id}.json", summary.encode())
 
 
+class PackUnitsDoFn(beam.DoFn):
+    """(unit key, item) -> (unit key, packed tuple of items): what crosses a grouping is one
+    element per unit (or per part of one), not one per point -- the DirectRunner's groupings
+    cost per element. A bundle keeps at most `hold` items before sending what it has, so a
+    unit may leave in several parts; the Units grouping joins them again."""
+
+    def __init__(self, pack, hold: int = 10_000):
+        self.pack, self.hold = pack, hold
+
+    def start_bundle(self):
+        self._parts, self._held = defaultdict(list), 0
+
+    def _flush(self):
+        parts, self._parts, self._held = self._parts, defaultdict(list), 0
+        return [(key, self.pack(tuple(items))) for key, items in parts.items()]
+
+    def process(self, kv):
+        key, item = kv
+        self._parts[key].append(item)
+        self._held += 1
+        if self._held >= self.hold:
+            yield from self._flush()
+
+    def finish_bundle(self):
+        for part in self._flush():
+            yield GlobalWindows.windowed_value(part)
+
+
+def unit_with_verdicts(key, items, unpack) -> tuple[tuple[str, int], list[Record]]:
+    """A unit's packed parts -- its located records, dedupe's verdicts on them, the finished
+    points dedupe brought back -> its records, in point order."""
+    records, verdicts = [], []
+    for item in itertools.chain.from_iterable(map(unpack, items)):
+        (verdicts if isinstance(item, Duplicate) else records).append(item)
+    return key, sorted(apply_verdicts(records, verdicts), key=lambda r: r.point_index)
+
+
 def locate_units(p: beam.Pipeline, points, cfg: BuildConfig, storage, state: BuildState):
     """Pending points located, deduplicated (against finished units' claims too), grouped into
-    work units: (region, unit index) -> records. Every grouping carries records (and claims) as
-    the registered coder's bytes (pipelines.record_coder: why)."""
+    work units: (region, unit index) -> records. Records travel by unit, packed with the
+    registered coder (pipelines.record_coder: why): one element a unit at the Spread and the
+    Units groupings. Dedupe groups only keys -- (panorama, point index) -- and sends its
+    verdicts (a Duplicate; a finished point's row to rewrite) to the units they concern."""
     n = state.unit_points
     coder = grouping_coder()
     pack, unpack = coder.encode, coder.decode
-    located = (
+    seed = cfg.sample.seed
+    pending = (
         points
         # Finished units are skipped, except their points being retried or added (a longer sample).
         | "Pending" >> beam.Filter(lambda r, done, redo: unit_of(r.point_index, n) not in done or r.point_index in redo, state.done, state.retry | state.grow)
-        | "PackPoints" >> beam.Map(pack)
+        | "UnitKey" >> beam.Map(lambda r: ((r.region_id, unit_of(r.point_index, n)), r))
+        | "PackPoints" >> beam.ParDo(PackUnitsDoFn(pack))
         | "Spread" >> beam.Reshuffle(num_buckets=cfg.runner.spread_keys)
-        | "UnpackPoints" >> beam.Map(unpack)
-        | "BatchLocate" >> beam.BatchElements(min_batch_size=1, max_batch_size=cfg.runner.batch_size)
-        | "AsUnit" >> beam.Map(lambda batch: (None, batch))
+        | "Unpack" >> beam.MapTuple(lambda key, packed: (key, list(unpack(packed))))
     )
-    located = apply_stage(located, locate_stage(cfg), "") | "DedupeKey" >> beam.FlatMap(lambda kv: [(dedupe_key(r), pack(r)) for r in kv[1]])
+    located = apply_stage(pending, locate_stage(cfg), "")
+    keys = located | "DedupeKeys" >> beam.FlatMap(lambda unit: [(dedupe_key(r), r.point_index) for r in unit[1] if joins_dedupe(r)])
     markers = sorted(marker_name(cfg.region_id, u) for u in state.done)
     claims = (
         p | "DoneUnits" >> beam.Create(markers) | "Claims" >> beam.ParDo(ReadClaimsDoFn(storage, state.retry))
         | "PackClaims" >> beam.MapTuple(lambda key, claim: (key, pack(claim)))
     )
-    return (
-        (located, claims)
+
+    def verdicts(group):
+        (region_id, _), members = group[0], [m if isinstance(m, int) else unpack(m) for m in group[1]]
+        alone = len(members) == 1 and isinstance(members[0], int)  # a panorama one point took: nothing changes
+        changes = [] if alone else settle(members, lambda i: make_sample_id(region_id, seed, i))
+        return [((region_id, unit_of(v.point_index, n)), v) for v in changes]
+
+    settled = (
+        (keys, claims)
         | "WithClaims" >> beam.Flatten()
         | "SameImagery" >> beam.GroupByKey()
-        | "Dedupe" >> beam.FlatMap(lambda kv: resolve_duplicates([unpack(v) for v in kv[1]]))
-        | "UnitKey" >> beam.Map(lambda r: ((r.region_id, unit_of(r.point_index, n)), pack(r)))
+        | "Dedupe" >> beam.FlatMap(verdicts)
+        | "PackVerdicts" >> beam.ParDo(PackUnitsDoFn(pack))
+    )
+    return (
+        (located | "PackUnits" >> beam.MapTuple(lambda key, recs: (key, pack(tuple(recs)))), settled)
+        | "WithVerdicts" >> beam.Flatten()
         | "Units" >> beam.GroupByKey()
-        | "UnitList" >> beam.MapTuple(lambda key, recs: (key, [unpack(v) for v in recs]))
+        | "UnitList" >> beam.MapTuple(lambda key, items: unit_with_verdicts(key, items, unpack))
     )
 
 

@@ -1,11 +1,12 @@
 """Records at the pipeline's groupings: Beam's coder for Record (and the dedupe Claim) is
 corebuild.record_codec's compact form, registered in Beam's coder registry on import.
 
-The groupings (the Spread reshuffle, SameImagery, Units) carry a record as that coder's bytes,
-packed just before and unpacked just after, not as a Record: the DirectRunner keeps every
-grouped value *decoded* in its launcher until the stage after it runs (~1.4 kB a located point
-as a Python object, ~220 bytes as these bytes). Whatever coder the registry holds for Record at
-pipeline construction is the one the groupings pack with (`grouping_coder`).
+The groupings that carry records (the Spread reshuffle, Units) carry a work unit's records -- a
+tuple of them, or of dedupe's verdicts -- as that coder's bytes, packed just before and unpacked
+just after, not as Records: the DirectRunner keeps every grouped value *decoded* in its launcher
+until the stage after it runs (~1.4 kB a located point as a Python object, ~190 bytes as these
+bytes). Whatever coder the registry holds for Record at pipeline construction is the one the
+groupings pack with (`grouping_coder`).
 """
 
 from __future__ import annotations
@@ -14,11 +15,12 @@ import apache_beam as beam
 
 from corebuild import record_codec
 from corebuild.record import Record
-from corebuild.stages.dedupe import Claim
+from corebuild.stages.dedupe import Claim, Duplicate
 
 
 class RecordCoder(beam.coders.Coder):
-    """A Record or Claim <-> record_codec bytes: the same value gives the same bytes."""
+    """A Record, Claim, Duplicate or a tuple of them <-> record_codec bytes: the same value gives
+    the same bytes."""
 
     def encode(self, value) -> bytes:
         return record_codec.encode(value)
@@ -35,6 +37,7 @@ class RecordCoder(beam.coders.Coder):
 
 beam.coders.registry.register_coder(Record, RecordCoder)
 beam.coders.registry.register_coder(Claim, RecordCoder)
+beam.coders.registry.register_coder(Duplicate, RecordCoder)
 
 
 def grouping_coder() -> beam.coders.Coder:

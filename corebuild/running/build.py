@@ -27,6 +27,7 @@ from corebuild.stages.fetch import choose_providers
 from corebuild.stages.fetch.aerial import AerialConfig
 from corebuild.licenses import SYNTHETIC, SYNTHETIC_ATTRIBUTION
 from corebuild.running.provenance import code_version, library_versions
+from corebuild.running.memory import limit_malloc_arenas
 from corebuild.running.progress import UnitProgress
 from corebuild.regions import Region, load_region
 from corebuild.failures import TRANSIENT, parse_retry_selection
@@ -293,6 +294,8 @@ def execute(prep: Prepared, state: BuildState, round_no: int = 1, pipeline_facto
     cfg, region = prep.cfg, prep.region
     wanted = SamplingPlan(region, cfg.sample).wanted
     take = wanted if state.take is None else state.take
+    if cfg.runner.local:
+        limit_malloc_arenas(cfg.runner.malloc_arenas)
     t0 = time.perf_counter()
     beam_log, quiet = logging.getLogger("apache_beam.runners.common"), _NoTracebackForOurErrors()
     beam_log.addFilter(quiet)

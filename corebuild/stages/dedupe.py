@@ -12,7 +12,7 @@ import dataclasses
 import logging
 from collections import defaultdict
 from dataclasses import dataclass
-from typing import Any, Iterable, Optional, Sequence
+from typing import Any, Callable, Iterable, Optional, Sequence
 
 from corebuild.record import Record, StreetLocation
 
@@ -23,10 +23,16 @@ def location_key(location) -> str:
     return f"{location.provider}:{location.dedupe_key}"
 
 
+def joins_dedupe(rec: Record) -> bool:
+    """A located point that has not failed: only these can duplicate each other."""
+    return not rec.failed and rec.location is not None
+
+
 def dedupe_key(rec: Record) -> tuple[str, str]:
     """Records that would duplicate each other share this key; failed ones never do."""
-    if rec.failed or rec.location is None:
+    if not joins_dedupe(rec):
         return (rec.region_id, f"\0{rec.sample_id}")
+    assert rec.location is not None
     return (rec.region_id, location_key(rec.location))
 
 
@@ -39,8 +45,10 @@ def imagery_kind(location) -> str:
     return "Mapillary sequence" if location.sequence_id else "panorama"
 
 
-def duplicate_of(rec: Record, what: str, shown: str, keeper_id: str) -> Record:
-    return rec.fail(DUPLICATE, f"same {what} {shown}{_AS}{keeper_id}")
+def duplicate_of(rec: Record, keeper_id: str) -> Record:
+    """`rec` as the duplicate of its group's keeper. What they share is said from rec's own
+    location: one group shares provider and dedupe key, so it says what the keeper's would."""
+    return rec.fail(DUPLICATE, f"same {imagery_kind(rec.location)} {rec.location.dedupe_key}{_AS}{keeper_id}")
 
 
 def keeper_named(rec: Record) -> Optional[str]:
@@ -48,21 +56,12 @@ def keeper_named(rec: Record) -> Optional[str]:
     return rec.error.rsplit(_AS, 1)[-1] if rec.failure_reason == DUPLICATE and rec.error else None
 
 
-def keep_first(group: Iterable[Record]) -> list[Record]:
-    """Of records sharing a panorama/sequence, the lowest point index is kept; the others
-    become failure rows naming the one they duplicate. Order-independent (Beam-safe)."""
-    recs = sorted(group, key=lambda r: r.point_index)
-    if len(recs) == 1 or recs[0].location is None:
-        return recs
-    first = recs[0]
-    return [first] + [duplicate_of(r, imagery_kind(first.location), first.location.dedupe_key, first.sample_id) for r in recs[1:]]
-
-
 def dedupe(records: Sequence[Record]) -> list[Record]:
+    """Dedupe in one process (no finished units): the records in their order, duplicates failed."""
     groups: dict[tuple[str, str], list[Record]] = defaultdict(list)
     for r in records:
         groups[dedupe_key(r)].append(r)
-    out = {r.sample_id: r for g in groups.values() for r in keep_first(g)}
+    out = {r.sample_id: r for g in groups.values() for r in resolve_duplicates(g)}
     return [out[r.sample_id] for r in records]
 
 
@@ -108,31 +107,56 @@ def claims_of(records: Iterable[Record]) -> list[list[Any]]:
     return out
 
 
-def resolve_duplicates(items: Sequence[Record | Claim]) -> list[Record]:
-    """One dedupe group (points on one panorama/sequence): records being processed now and claims
-    of finished points. The lowest point index keeps it, as in a clean run. Records come back kept
-    or as duplicates; a claim comes back (as a record) only when its stored row no longer says
-    what a clean run would: a point retried with a lower index took the panorama from it, or the
-    point it lost to has left the group. Its unit is then rewritten."""
-    recs = [i for i in items if isinstance(i, Record)]
-    claims = [i for i in items if isinstance(i, Claim)]
-    if not recs and not claims:
+@dataclass(frozen=True)
+class Duplicate:
+    """Dedupe's verdict on a pending located point: its row becomes a street.duplicate naming
+    its keeper. What the pipeline sends to the point's unit instead of the record itself."""
+
+    point_index: int
+    keeper_id: str
+
+
+def settle(members: Sequence[int | Claim], sample_id_of: Callable[[int], str]) -> list[Duplicate | Record]:
+    """One dedupe group (points on one panorama/sequence) by what decides it: the point indexes
+    of pending located points and the claims of finished ones. The lowest index keeps it, as in a
+    clean run. Returns only what changes: a Duplicate for each pending point that lost, and the
+    located record again (kept or as a duplicate) of each claim whose stored row no longer says
+    what a clean run would -- a point retried with a lower index took the panorama from it, or
+    the point it lost to has left the group; its unit is then rewritten. Order-independent."""
+    if not members:
         return []
-    keeper = min(recs + claims, key=lambda i: i.point_index)
-    if isinstance(keeper, Record):
-        if keeper.location is None:  # an unlocated record is alone in its group
-            return recs
-        what, shown = imagery_kind(keeper.location), keeper.location.dedupe_key
-    else:
-        what, shown = keeper.what, keeper.shown
-    out = [r if r is keeper else duplicate_of(r, what, shown, keeper.sample_id) for r in recs]
-    for c in claims:
-        want_dup_of = None if c is keeper else keeper.sample_id
+    first = min(members, key=lambda m: m if isinstance(m, int) else m.point_index)
+    keeper = first if isinstance(first, int) else first.point_index
+    keeper_id = sample_id_of(first) if isinstance(first, int) else first.sample_id
+    out: list[Duplicate | Record] = [Duplicate(m, keeper_id) for m in members if isinstance(m, int) and m != keeper]
+    for c in members:
+        if isinstance(c, int):
+            continue
+        want_dup_of = None if c.point_index == keeper else keeper_id
         if c.dup_of == want_dup_of:
             continue
         if c.location is None:
             log.warning("%s (a marker of an older version) should now %s but its marker cannot rebuild it", c.sample_id, f"be a duplicate of {want_dup_of}" if want_dup_of else "keep its panorama")
             continue
         rec = c.record()
-        out.append(rec if want_dup_of is None else duplicate_of(rec, what, shown, keeper.sample_id))
+        out.append(rec if want_dup_of is None else duplicate_of(rec, want_dup_of))
     return out
+
+
+def apply_verdicts(records: Iterable[Record], verdicts: Iterable[Duplicate]) -> list[Record]:
+    """Pending records with their group's verdicts applied (a point without one kept its imagery)."""
+    keeper_of = {v.point_index: v.keeper_id for v in verdicts}
+    return [duplicate_of(r, keeper_of[r.point_index]) if r.point_index in keeper_of else r for r in records]
+
+
+def resolve_duplicates(items: Sequence[Record | Claim]) -> list[Record]:
+    """`settle` over whole records: the group's records come back kept or as duplicates, and
+    the claims whose rows must change come back as records."""
+    recs = [i for i in items if isinstance(i, Record)]
+    if not all(joins_dedupe(r) for r in recs):  # an unlocated or failed record is alone in its group
+        return recs
+    by_index = {r.point_index: r for r in recs}
+    members = [r.point_index for r in recs] + [i for i in items if isinstance(i, Claim)]
+    changes = settle(members, lambda i: by_index[i].sample_id)
+    verdicts = [c for c in changes if isinstance(c, Duplicate)]
+    return apply_verdicts(recs, verdicts) + [c for c in changes if isinstance(c, Record)]

@@ -277,15 +277,23 @@ def serve_forever(world: World, host: str = "127.0.0.1", port: int = 0, faults: 
     asyncio.run(_main())
 
 
-def serve_in_subprocess(region_id: str, manifests_dir: str, timeout_s: float = 60.0) -> tuple[subprocess.Popen, str]:
-    """Start `corebuild synthetic serve` as a child process (its own core); returns (proc, url)."""
+def serve_in_subprocess(region_id: str, manifests_dir: str, timeout_s: float = 900.0) -> tuple[subprocess.Popen, str]:
+    """Start `corebuild synthetic serve` as a child process (its own core); returns (proc, url).
+    It generates its region's world before it listens: seconds for the demo, minutes for a
+    town of a million points (160 km2)."""
     proc = subprocess.Popen(
         [sys.executable, "-m", "corebuild", "synthetic", "serve", "--region", region_id, "--manifests", manifests_dir],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
     )
-    timer = threading.Timer(timeout_s, proc.kill)
+    expired = threading.Event()
+
+    def expire():
+        expired.set()
+        proc.kill()
+
+    timer = threading.Timer(timeout_s, expire)
     timer.start()
     try:
         line = proc.stdout.readline() if proc.stdout else ""
@@ -294,5 +302,6 @@ def serve_in_subprocess(region_id: str, manifests_dir: str, timeout_s: float = 6
     if not line.startswith("listening on "):
         proc.kill()
         err = proc.stderr.read() if proc.stderr else ""
-        raise RuntimeError(f"synthetic imagery server failed to start: {err.strip()[-2000:] or line!r}")
+        why = f"not listening after {timeout_s:.0f} s (still generating the world of {region_id}?)" if expired.is_set() else err.strip()[-2000:] or repr(line)
+        raise RuntimeError(f"synthetic imagery server failed to start: {why}")
     return proc, line.split("listening on ", 1)[1].strip()

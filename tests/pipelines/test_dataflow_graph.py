@@ -67,7 +67,7 @@ def test_gpu_stages_carry_the_accelerator_hint_and_cpu_stages_none(monkeypatch):
     p, _, proto = _graph(monkeypatch, gpu=True)
     assert type(p.runner).__name__ == "DataflowRunner"
     names = {t.unique_name for t in proto.components.transforms.values()}
-    for stage in ("Chunks", "SpreadChunks", "SampleChunk", "Select", "Pending", "Spread", "BatchLocate", "Locate", "SameImagery", "Dedupe", "Units", "Capture", "OCR", "Segment", "Describe", "Write"):
+    for stage in ("Chunks", "SpreadChunks", "SampleChunk", "Select", "Pending", "Spread", "Locate", "SameImagery", "Dedupe", "Units", "Capture", "OCR", "Segment", "Describe", "Write"):
         assert stage in names, stage
     hinted = _hinted(proto)
     assert set(hinted.values()) == {b"type:nvidia-l4;count:1;install-nvidia-driver"}

@@ -43,7 +43,7 @@ README_COMMAND = r"""
 """
 IMAGE = "us-docker.pkg.dev/my-proj/corebuild/gpu:0.1.0"
 SECRET_NAME = "projects/my-proj/secrets/streetview-key"
-STAGES = ("Chunks", "SpreadChunks", "SampleChunk", "Select", "Pending", "Spread", "BatchLocate", "Locate", "SameImagery", "Dedupe",
+STAGES = ("Chunks", "SpreadChunks", "SampleChunk", "Select", "Pending", "Spread", "Locate", "SameImagery", "Dedupe",
           "Units", "Capture", "OCR", "Segment", "Describe", "Write")
 # Credentials a launcher machine may hold: none may reach the job.
 PLANTED_ENV = {

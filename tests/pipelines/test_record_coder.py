@@ -3,6 +3,7 @@ Beam's pickles, not as decoded objects the DirectRunner would keep in its groupi
 
 from __future__ import annotations
 
+import os
 from collections import Counter
 
 import apache_beam as beam
@@ -28,16 +29,21 @@ def test_beams_registry_holds_the_record_coder():
 
 
 def test_every_grouping_packs_records_with_it(tiny_server, manifests_dir, prompts_dir, tmp_path, monkeypatch, synthetic_key):
-    """A grouping-only pass of the tiny town, in process: each point is packed three times (the
-    Spread reshuffle, SameImagery, Units). Fails if RecordCoder is not the registered coder."""
+    """A grouping-only pass of the tiny town, in process: each point is packed twice, inside its
+    unit's tuple (the Spread reshuffle, the Units grouping); SameImagery carries only keys. Fails
+    if RecordCoder is not the registered coder."""
     packed: Counter = Counter()
     encode = record_codec.encode
 
     def counting(obj):
-        packed[type(obj).__name__] += 1
+        for item in obj if isinstance(obj, tuple) else (obj,):
+            packed[type(item).__name__] += 1
+        packed["parts"] += isinstance(obj, tuple)
         return encode(obj)
 
     monkeypatch.setattr(record_codec, "encode", counting)
+    monkeypatch.setenv("MALLOC_ARENA_MAX", "")
+    monkeypatch.delenv("MALLOC_ARENA_MAX")
     cfg = BuildConfig(
         region_id="tiny", output_dir=str(tmp_path), manifests_dir=str(manifests_dir), sample=SampleConfig(limit=12),
         ocr=OcrConfig(backend="off"), describe=DescribeConfig(prompts_dir=str(prompts_dir)), runner=RunnerConfig(stop_after="grouping"),
@@ -48,5 +54,7 @@ def test_every_grouping_packs_records_with_it(tiny_server, manifests_dir, prompt
     finally:
         prep.close()
     points = SamplingPlan(prep.region, prep.cfg.sample).wanted
-    assert points > 0 and packed["Record"] == 3 * points
+    assert points > 0 and packed["Record"] == 2 * points
+    assert packed["parts"] == 2 * -(-points // prep.state.unit_points)  # one element a unit, at each of the two groupings
     assert not list((tmp_path / "tiny").glob("shards/*"))  # stop_after="grouping": nothing written
+    assert os.environ["MALLOC_ARENA_MAX"] == str(RunnerConfig().malloc_arenas)  # a local run caps arenas, its workers too

@@ -59,14 +59,14 @@ def test_points_on_one_panorama_keep_the_lowest_index(tiny_world, tiny_server, s
     assert out[1].failure_reason != "street.duplicate"
 
 
-def test_keep_first_is_order_independent():
-    from corebuild.stages.dedupe import keep_first
+def test_dedupe_is_order_independent():
+    from corebuild.stages.dedupe import dedupe
     from corebuild.record import Record, StreetLocation
 
     loc = StreetLocation("p", "IMG", 0, 0, None, 1.0, "PANO1")
     recs = [Record(f"r-s0-{i:07d}", "r", 0, i, 0, 0, location=loc) for i in (5, 2, 9)]
     for order in (recs, recs[::-1]):
-        out = {r.point_index: r for r in keep_first(order)}
+        out = {r.point_index: r for r in dedupe(order)}
         assert not out[2].failed and out[5].failure_reason == out[9].failure_reason == "street.duplicate"
 
 

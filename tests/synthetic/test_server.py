@@ -153,3 +153,10 @@ def test_a_render_pool_serves_the_same_bytes_from_other_processes(tiny_world):
     assert status == 200 and view == encode(render_street(tiny_world, Camera(pano.x, pano.y, 90.0, 90.0, 0.0, 320, 240)), "jpeg")
     assert tile == again == encode(render_tile(tiny_world, 20, 549000, 370000), "png")
     assert jobs == ["_street_jpeg", "_tile_png"]  # rendered in the pool; the repeated tile from the cache
+
+
+def test_a_server_still_generating_its_world_past_the_timeout_says_so(manifests_dir):
+    from corebuild.synthetic.server import serve_in_subprocess
+
+    with pytest.raises(RuntimeError, match=r"not listening after 0 s \(still generating the world of demo\?\)"):
+        serve_in_subprocess("demo", str(manifests_dir), timeout_s=0.05)
