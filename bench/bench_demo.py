@@ -93,7 +93,7 @@ def tree_cpu(root: int) -> dict[int, tuple[str, float]]:
     out, todo = {}, [root]
     while todo:
         pid = todo.pop()
-        if pid in procs:
+        if pid in procs and procs[pid][1]:  # an exited, unreaped worker has no cmdline: keep its last sample's role
             _, cmd, seconds = procs[pid]
             role = "imagery server" if "synthetic serve" in cmd else "Beam workers" if "sdk_worker_main" in cmd else "launcher"
             out[pid] = (role, seconds)

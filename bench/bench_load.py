@@ -392,6 +392,9 @@ def report(r: dict, quick: bool, bench: bool = True, extra: str = "") -> dict:
 
 # ----------------------------------------------------------------------------- the grouping pass
 GROUPING_TARGET_B = 2000  # bytes per point held by the groupings before the first work unit (issue 21)
+# The 500-point baseline's launcher + workers peak varied 0.86-0.92 GB over runs here: a growth
+# within that says nothing per point (at 10k it is).
+BASELINE_SPREAD_B = 60_000_000
 SERVER = "imagery server (synthetic serve)"
 
 
@@ -420,8 +423,10 @@ def grouping(args, sizes: list[int], work: Path) -> int:
         print(f"  grouping memory per point at {n:,}: {per_pipe:,.0f} B (launcher + workers; target <= {GROUPING_TARGET_B:,} B), "
               f"{per_tree:,.0f} B (whole tree, with the imagery server), above the baseline\n", flush=True)
         label = f"{n / 1000:g}k" if n < 1_000_000 else f"{n / 1e6:g}M"
+        measurable = pipe - base_pipe > BASELINE_SPREAD_B
         emit(f"load.grouping_per_point.{label}", f"grouping memory per point at {label} (launcher + workers)", round(per_pipe), "B/point", f"<= {GROUPING_TARGET_B:,} B per point",
-             per_pipe <= GROUPING_TARGET_B, f"sample + locate + dedupe + group, nothing after; launcher + workers peak {gb(pipe):.2f} GB minus {gb(base_pipe):.2f} GB at "
+             per_pipe <= GROUPING_TARGET_B if measurable else None, ("" if measurable else "not measurable: the peak is within the baseline's spread; ") +
+             f"sample + locate + dedupe + group, nothing after; launcher + workers peak {gb(pipe):.2f} GB minus {gb(base_pipe):.2f} GB at "
              f"{args.grouping_baseline:,} points; whole tree with the imagery server {gb(tree):.2f} GB ({per_tree:,.0f} B/point); {r['wall_s']:,.0f} s; "
              f"OCR off, {args.workers} workers", n=n, peak_rss_gb=round(gb(tree), 3), pipeline_peak_gb=round(gb(pipe), 3), tree_b_per_point=round(per_tree))
     return 0
