@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import functools
 import os
 import typing
 from dataclasses import MISSING, dataclass
@@ -102,9 +103,16 @@ def _unwrap(tp: Any) -> Any:
     return args[0] if typing.get_origin(tp) is Union and len(args) == 1 else tp
 
 
+@functools.lru_cache(maxsize=None)
+def _hints(cls: type) -> dict[str, Any]:
+    """A config class's annotations, resolved once: typing evaluates postponed ones on every call,
+    and each parser the CLI builds walks every config class (most of its start-up time)."""
+    return typing.get_type_hints(cls)
+
+
 def walk(cls: type, prefix: str = "", hashed: bool = True) -> Iterator[Flagged]:
     """Every field of a config class and of the config classes it holds by default, in order."""
-    hints = typing.get_type_hints(cls)
+    hints = _hints(cls)
     for f in dataclasses.fields(cls):
         inner, opt = _nested(f), option_of(f)
         if inner is not None:
@@ -190,7 +198,7 @@ def _from_flag(x: Flagged, value: Any) -> Any:
 def from_args(cls: type, args: argparse.Namespace, overrides: Mapping[str, Any] = {}, prefix: str = "") -> Any:
     """The config the flags in `args` describe; `overrides` (dotted path -> value) win over
     flags, and fields without either keep their default."""
-    hints = typing.get_type_hints(cls)
+    hints = _hints(cls)
     kw: dict[str, Any] = {}
     for f in dataclasses.fields(cls):
         path = prefix + f.name
