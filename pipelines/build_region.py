@@ -7,13 +7,13 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import json
-from collections import defaultdict
 import logging
+from collections import defaultdict
 
 import apache_beam as beam
 import numpy as np
-from apache_beam.transforms.window import GlobalWindows
 from apache_beam.metrics import Metrics
+from apache_beam.transforms.window import GlobalWindows
 
 from corebuild.config import BuildConfig
 from corebuild.record import Record, make_sample_id
