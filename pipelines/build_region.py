@@ -22,7 +22,7 @@ from corebuild.shards.schema import RunStamp
 from corebuild.shards.units import SAMPLING_DIR, BuildState, marker_name, unit_of
 from corebuild.stages.dedupe import Claim, Duplicate, apply_verdicts, dedupe_key, joins_dedupe, settle
 from pipelines.plan import locate_stage, unit_stages
-from pipelines.record_coder import grouping_coder
+from pipelines.record_coder import grouping_packer
 from corebuild.stages.sample import SamplingPlan, SampleConfig, iter_records
 from corebuild.stages.write import UnitWriter
 from pipelines.stage_dofn import NS, apply_stage, count
@@ -196,12 +196,11 @@ def unit_with_verdicts(key, items, unpack) -> tuple[tuple[str, int], list[Record
 def locate_units(p: beam.Pipeline, points, cfg: BuildConfig, storage, state: BuildState):
     """Pending points located, deduplicated (against finished units' claims too), grouped into
     work units: (region, unit index) -> records. Records travel by unit, packed with the
-    registered coder (pipelines.record_coder: why): one element a unit at the Spread and the
+    registered coder and deflated (pipelines.record_coder: why): one element a unit at the Spread and the
     Units groupings. Dedupe groups only keys -- (panorama, point index) -- and sends its
     verdicts (a Duplicate; a finished point's row to rewrite) to the units they concern."""
     n = state.unit_points
-    coder = grouping_coder()
-    pack, unpack = coder.encode, coder.decode
+    pack, unpack = grouping_packer()
     seed = cfg.sample.seed
     pending = (
         points

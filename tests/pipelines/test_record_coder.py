@@ -4,6 +4,7 @@ Beam's pickles, not as decoded objects the DirectRunner would keep in its groupi
 from __future__ import annotations
 
 import os
+import zlib
 from collections import Counter
 
 import apache_beam as beam
@@ -30,18 +31,29 @@ def test_beams_registry_holds_the_record_coder():
 
 def test_every_grouping_packs_records_with_it(tiny_server, manifests_dir, prompts_dir, tmp_path, monkeypatch, synthetic_key):
     """A grouping-only pass of the tiny town, in process: each point is packed twice, inside its
-    unit's tuple (the Spread reshuffle, the Units grouping); SameImagery carries only keys. Fails
-    if RecordCoder is not the registered coder."""
+    unit's tuple (the Spread reshuffle, the Units grouping), and each packed unit is deflated;
+    SameImagery carries only keys. Fails if RecordCoder is not the registered coder."""
     packed: Counter = Counter()
+    parts: set[bytes] = set()
     encode = record_codec.encode
 
     def counting(obj):
         for item in obj if isinstance(obj, tuple) else (obj,):
             packed[type(item).__name__] += 1
         packed["parts"] += isinstance(obj, tuple)
-        return encode(obj)
+        out = encode(obj)
+        if isinstance(obj, tuple):
+            parts.add(out)
+        return out
 
     monkeypatch.setattr(record_codec, "encode", counting)
+    compress = zlib.compress
+
+    def deflating(data, level=-1):
+        packed["deflated"] += data in parts  # Beam's pickler deflates too
+        return compress(data, level)
+
+    monkeypatch.setattr(zlib, "compress", deflating)
     monkeypatch.setenv("MALLOC_ARENA_MAX", "")
     monkeypatch.delenv("MALLOC_ARENA_MAX")
     cfg = BuildConfig(
@@ -56,5 +68,6 @@ def test_every_grouping_packs_records_with_it(tiny_server, manifests_dir, prompt
     points = SamplingPlan(prep.region, prep.cfg.sample).wanted
     assert points > 0 and packed["Record"] == 2 * points
     assert packed["parts"] == 2 * -(-points // prep.state.unit_points)  # one element a unit, at each of the two groupings
+    assert packed["deflated"] == packed["parts"]  # each crosses deflated (grouping_packer)
     assert not list((tmp_path / "tiny").glob("shards/*"))  # stop_after="grouping": nothing written
     assert os.environ["MALLOC_ARENA_MAX"] == str(RunnerConfig().malloc_arenas)  # a local run caps arenas, its workers too
