@@ -112,7 +112,9 @@ def child(spec: dict) -> int:
         region_id=REGION,
         output_dir=spec["out"],
         manifests_dir=spec["manifests"],
-        sample=SampleConfig(seed=0, min_spacing_m=spec["spacing"], limit=spec["n"]),
+        # N points, N rows: under the default --quota-of kept, a duplicate-heavy town would top up
+        # round after round towards N *kept* (~4.5x the points here).
+        sample=SampleConfig(seed=0, min_spacing_m=spec["spacing"], limit=spec["n"], quota_of="sampled"),
         fetch=FetchConfig(
             streetview=StreetViewConfig(width=spec["street_size"], height=spec["street_size"]),
             aerial=AerialConfig(size=spec["aerial_size"]),
