@@ -48,7 +48,6 @@ def test_verdicts_reach_their_points_and_rebuilt_claims_join_the_unit():
     assert out[4].error == f"same panorama PANO1 as {recs[3].sample_id}"
 
 
-
 def test_a_unit_crosses_deflated_and_comes_back_the_same():
     def located(i: int) -> Record:
         # Pano ids look random (a hash here), coordinates differ in their last digits: what
