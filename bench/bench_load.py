@@ -394,8 +394,8 @@ def report(r: dict, quick: bool, bench: bool = True, extra: str = "") -> dict:
 
 # ----------------------------------------------------------------------------- the grouping pass
 GROUPING_TARGET_B = 2000  # bytes per point held by the groupings before the first work unit (issue 21)
-# The 500-point baseline's launcher + workers peak varied 0.86-0.92 GB over runs here: a growth
-# within that says nothing per point (at 10k it is).
+# The 500-point baseline's launcher + workers peak varied 0.85-0.93 GB over runs here beside other
+# work (alone: 0.846-0.847 GB in five runs): a growth within that says nothing per point (at 10k it is).
 BASELINE_SPREAD_B = 60_000_000
 SERVER = "imagery server (synthetic serve)"
 
@@ -411,25 +411,31 @@ def grouping(args, sizes: list[int], work: Path) -> int:
     def peaks(r: dict) -> tuple[int, int]:
         return max(s["rss"] for s in r["samples"]), max(_pipeline_rss(s) for s in r["samples"])
 
-    base = run_once(args, args.grouping_baseline, work, "grouping")
-    base_tree, base_pipe = peaks(base)
-    print(f"baseline ({args.grouping_baseline:,} points, the fixed cost): peak tree RSS {gb(base_tree):.2f} GB, launcher + workers {gb(base_pipe):.2f} GB\n", flush=True)
+    def roles(r: dict) -> str:
+        return ", ".join(f"{role} {gb(max(x.get('by_role', {}).get(role, 0) for x in r['samples'])):.2f} GB"
+                         for role in sorted({role for x in r["samples"] for role in x.get("by_role", {})}))
+
+    # The fixed cost is the median of a few runs (each ~15 s): one run's peak can sit tens of MB
+    # off, and at 100k every 10 MB is 100 B a point.
+    bases = [peaks(run_once(args, args.grouping_baseline, work, "grouping")) for _ in range(args.grouping_baseline_runs)]
+    base_tree, base_pipe = (sorted(col)[len(col) // 2] for col in zip(*bases))
+    pipes = [pipe for _, pipe in bases]
+    print(f"baseline ({args.grouping_baseline:,} points, the fixed cost), median of {len(bases)} runs: peak tree RSS {gb(base_tree):.2f} GB, "
+          f"launcher + workers {gb(base_pipe):.3f} GB (runs {', '.join(f'{gb(x):.3f}' for x in pipes)})\n", flush=True)
     for n in sizes:
         r = run_once(args, n, work, "grouping")
         tree, pipe = peaks(r)
         per_tree, per_pipe = (tree - base_tree) / n, (pipe - base_pipe) / n
-        roles = ", ".join(f"{role} {gb(max(x.get('by_role', {}).get(role, 0) for x in r['samples'])):.2f} GB"
-                          for role in sorted({role for x in r["samples"] for role in x.get("by_role", {})}))
         print(f"grouping pass of {n:,} points: {r['wall_s']:,.0f} s ({n / r['wall_s']:,.0f} points/s); peak tree RSS {gb(tree):.2f} GB "
-              f"(launcher + workers {gb(pipe):.2f} GB); by role, each at its peak: {roles}")
+              f"(launcher + workers {gb(pipe):.2f} GB); by role, each at its peak: {roles(r)}")
         print(f"  grouping memory per point at {n:,}: {per_pipe:,.0f} B (launcher + workers; target <= {GROUPING_TARGET_B:,} B), "
               f"{per_tree:,.0f} B (whole tree, with the imagery server), above the baseline\n", flush=True)
         label = f"{n / 1000:g}k" if n < 1_000_000 else f"{n / 1e6:g}M"
         measurable = pipe - base_pipe > BASELINE_SPREAD_B
         emit(f"load.grouping_per_point.{label}", f"grouping memory per point at {label} (launcher + workers)", round(per_pipe), "B/point", f"<= {GROUPING_TARGET_B:,} B per point",
              per_pipe <= GROUPING_TARGET_B if measurable else None, ("" if measurable else "not measurable: the peak is within the baseline's spread; ") +
-             f"sample + locate + dedupe + group, nothing after; launcher + workers peak {gb(pipe):.2f} GB minus {gb(base_pipe):.2f} GB at "
-             f"{args.grouping_baseline:,} points; whole tree with the imagery server {gb(tree):.2f} GB ({per_tree:,.0f} B/point); {r['wall_s']:,.0f} s; "
+             f"sample + locate + dedupe + group, nothing after; launcher + workers peak {gb(pipe):.3f} GB minus {gb(base_pipe):.3f} GB at "
+             f"{args.grouping_baseline:,} points (median of {len(bases)} runs: {', '.join(f'{gb(x):.3f}' for x in pipes)}); whole tree with the imagery server {gb(tree):.2f} GB ({per_tree:,.0f} B/point); {r['wall_s']:,.0f} s; "
              f"OCR off, {args.workers} workers", n=n, peak_rss_gb=round(gb(tree), 3), pipeline_peak_gb=round(gb(pipe), 3), tree_b_per_point=round(per_tree))
     return 0
 
@@ -456,6 +462,7 @@ def main() -> int:
     ap.add_argument("--grouping", default=None, metavar="N[,N...]",
                     help="instead of a build: the grouping pass (sample, locate, dedupe, group; no images) at each N, with bytes per point")
     ap.add_argument("--grouping-baseline", type=int, default=500, help="the grouping pass's fixed cost is its peak at this many points")
+    ap.add_argument("--grouping-baseline-runs", type=int, default=3, help="... the median of this many runs' peaks")
     ap.add_argument("--child", default=None, help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.child:

@@ -20,7 +20,7 @@ from corebuild.record import Record, make_sample_id
 from corebuild.regions import Region
 from corebuild.shards.schema import RunStamp
 from corebuild.shards.units import SAMPLING_DIR, BuildState, marker_name, unit_of
-from corebuild.stages.dedupe import Claim, Duplicate, apply_verdicts, dedupe_key, joins_dedupe, settle
+from corebuild.stages.dedupe import Claim, Duplicate, apply_verdicts, dedupe_bucket, dedupe_key, joins_dedupe, settle_bucket
 from pipelines.plan import locate_stage, unit_stages
 from pipelines.record_coder import grouping_packer
 from corebuild.stages.sample import SamplingPlan, SampleConfig, iter_records
@@ -124,7 +124,7 @@ class ReadClaimsDoFn(beam.DoFn):
         for item in marker.get("claims", []):
             claim = Claim.from_marker(marker["region_id"], item)
             if claim.point_index not in self.retry:
-                yield (marker["region_id"], claim.key), claim
+                yield marker["region_id"], claim
 
 
 class WriteUnitDoFn(beam.DoFn):
@@ -197,8 +197,9 @@ def locate_units(p: beam.Pipeline, points, cfg: BuildConfig, storage, state: Bui
     """Pending points located, deduplicated (against finished units' claims too), grouped into
     work units: (region, unit index) -> records. Records travel by unit, packed with the
     registered coder and deflated (pipelines.record_coder: why): one element a unit at the Spread and the
-    Units groupings. Dedupe groups only keys -- (panorama, point index) -- and sends its
-    verdicts (a Duplicate; a finished point's row to rewrite) to the units they concern."""
+    Units groupings. Dedupe groups only keys -- (panorama, point index), packed too, by bucket of
+    panoramas (RunnerConfig.dedupe_buckets), not one element a point -- and sends its verdicts (a
+    Duplicate; a finished point's row to rewrite) to the units they concern."""
     n = state.unit_points
     pack, unpack = grouping_packer()
     seed = cfg.sample.seed
@@ -212,17 +213,28 @@ def locate_units(p: beam.Pipeline, points, cfg: BuildConfig, storage, state: Bui
         | "Unpack" >> beam.MapTuple(lambda key, packed: (key, list(unpack(packed))))
     )
     located = apply_stage(pending, locate_stage(cfg), "")
-    keys = located | "DedupeKeys" >> beam.FlatMap(lambda unit: [(dedupe_key(r), r.point_index) for r in unit[1] if joins_dedupe(r)])
+    buckets = cfg.runner.dedupe_buckets
+
+    def bucket(region_id: str, key: str) -> tuple[str, int]:
+        return region_id, dedupe_bucket(key, buckets)
+
+    def keys_of(unit):
+        for r in unit[1]:
+            if joins_dedupe(r):
+                region_id, key = dedupe_key(r)
+                yield bucket(region_id, key), (key, r.point_index)
+
+    keys = located | "DedupeKeys" >> beam.FlatMap(keys_of) | "PackKeys" >> beam.ParDo(PackUnitsDoFn(pack))
     markers = sorted(marker_name(cfg.region_id, u) for u in state.done)
     claims = (
         p | "DoneUnits" >> beam.Create(markers) | "Claims" >> beam.ParDo(ReadClaimsDoFn(storage, state.retry))
-        | "PackClaims" >> beam.MapTuple(lambda key, claim: (key, pack(claim)))
+        | "ClaimBucket" >> beam.MapTuple(lambda region_id, claim: (bucket(region_id, claim.key), claim))
+        | "PackClaims" >> beam.ParDo(PackUnitsDoFn(pack))
     )
 
     def verdicts(group):
-        (region_id, _), members = group[0], [m if isinstance(m, int) else unpack(m) for m in group[1]]
-        alone = len(members) == 1 and isinstance(members[0], int)  # a panorama one point took: nothing changes
-        changes = [] if alone else settle(members, lambda i: make_sample_id(region_id, seed, i))
+        (region_id, _), parts = group
+        changes = settle_bucket(itertools.chain.from_iterable(map(unpack, parts)), lambda i: make_sample_id(region_id, seed, i))
         return [((region_id, unit_of(v.point_index, n)), v) for v in changes]
 
     settled = (

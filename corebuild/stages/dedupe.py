@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import zlib
 from collections import defaultdict
 from dataclasses import dataclass
 from typing import Any, Callable, Iterable, Optional, Sequence
@@ -34,6 +35,12 @@ def dedupe_key(rec: Record) -> tuple[str, str]:
         return (rec.region_id, f"\0{rec.sample_id}")
     assert rec.location is not None
     return (rec.region_id, location_key(rec.location))
+
+
+def dedupe_bucket(key: str, buckets: int) -> int:
+    """Which of `buckets` groups a location key falls in: the same in every process (crc32, not
+    Python's per-process salted hash), so one panorama's points and claims always meet."""
+    return zlib.crc32(key.encode("utf-8", "surrogatepass")) % buckets
 
 
 DUPLICATE = "street.duplicate"
@@ -140,6 +147,24 @@ def settle(members: Sequence[int | Claim], sample_id_of: Callable[[int], str]) -
             continue
         rec = c.record()
         out.append(rec if want_dup_of is None else duplicate_of(rec, want_dup_of))
+    return out
+
+
+def settle_bucket(items: Iterable[tuple[str, int] | Claim], sample_id_of: Callable[[int], str]) -> list[Duplicate | Record]:
+    """`settle` over every dedupe group in a bucket of them: `items` are pending located points as
+    (location key, point index) and finished points' claims, in any order. A panorama one
+    pending point took alone changes nothing and is skipped without a call."""
+    groups: dict[str, list[int | Claim]] = defaultdict(list)
+    for item in items:
+        if isinstance(item, Claim):
+            groups[item.key].append(item)
+        else:
+            key, index = item
+            groups[key].append(index)
+    out: list[Duplicate | Record] = []
+    for members in groups.values():
+        if len(members) > 1 or not isinstance(members[0], int):
+            out += settle(members, sample_id_of)
     return out
 
 

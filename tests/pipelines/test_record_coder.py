@@ -32,7 +32,8 @@ def test_beams_registry_holds_the_record_coder():
 def test_every_grouping_packs_records_with_it(tiny_server, manifests_dir, prompts_dir, tmp_path, monkeypatch, synthetic_key):
     """A grouping-only pass of the tiny town, in process: each point is packed twice, inside its
     unit's tuple (the Spread reshuffle, the Units grouping), and each packed unit is deflated;
-    SameImagery carries only keys. Fails if RecordCoder is not the registered coder."""
+    SameImagery carries only keys, packed by bucket (two buckets here: at most two parts).
+    Fails if RecordCoder is not the registered coder."""
     packed: Counter = Counter()
     parts: set[bytes] = set()
     encode = record_codec.encode
@@ -40,7 +41,8 @@ def test_every_grouping_packs_records_with_it(tiny_server, manifests_dir, prompt
     def counting(obj):
         for item in obj if isinstance(obj, tuple) else (obj,):
             packed[type(item).__name__] += 1
-        packed["parts"] += isinstance(obj, tuple)
+        if isinstance(obj, tuple):
+            packed["key parts" if obj and type(obj[0]) is tuple else "parts"] += 1
         out = encode(obj)
         if isinstance(obj, tuple):
             parts.add(out)
@@ -58,7 +60,7 @@ def test_every_grouping_packs_records_with_it(tiny_server, manifests_dir, prompt
     monkeypatch.delenv("MALLOC_ARENA_MAX")
     cfg = BuildConfig(
         region_id="tiny", output_dir=str(tmp_path), manifests_dir=str(manifests_dir), sample=SampleConfig(limit=12),
-        ocr=OcrConfig(backend="off"), describe=DescribeConfig(prompts_dir=str(prompts_dir)), runner=RunnerConfig(stop_after="grouping"),
+        ocr=OcrConfig(backend="off"), describe=DescribeConfig(prompts_dir=str(prompts_dir)), runner=RunnerConfig(stop_after="grouping", dedupe_buckets=2),
     )
     prep = prepare(with_synthetic_endpoints(cfg, tiny_server.base_url), overwrite=True)
     try:
@@ -68,6 +70,8 @@ def test_every_grouping_packs_records_with_it(tiny_server, manifests_dir, prompt
     points = SamplingPlan(prep.region, prep.cfg.sample).wanted
     assert points > 0 and packed["Record"] == 2 * points
     assert packed["parts"] == 2 * -(-points // prep.state.unit_points)  # one element a unit, at each of the two groupings
-    assert packed["deflated"] == packed["parts"]  # each crosses deflated (grouping_packer)
+    located = packed["tuple"]  # one (panorama, point index) key a point located on imagery
+    assert 0 < located <= points and 1 <= packed["key parts"] <= 2  # one bundle, two buckets
+    assert packed["deflated"] == packed["parts"] + packed["key parts"]  # each crosses deflated (grouping_packer)
     assert not list((tmp_path / "tiny").glob("shards/*"))  # stop_after="grouping": nothing written
     assert os.environ["MALLOC_ARENA_MAX"] == str(RunnerConfig().malloc_arenas)  # a local run caps arenas, its workers too
