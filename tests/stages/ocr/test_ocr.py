@@ -153,3 +153,15 @@ def test_detection_side_is_a_flag_and_part_of_the_config_hash():
     assert cfg.ocr.det_side == 512
     assert OcrConfig().det_side == 448  # the default chosen by measured accuracy
     assert BuildConfig("demo").content_hash() != BuildConfig("demo", ocr=OcrConfig(det_side=512)).content_hash()
+
+
+@pytest.mark.parametrize("backend", ["rapidocr", "rapidocr-v5"])
+def test_rapidocr_sessions_keep_their_tensors_memory_in_an_arena(backend):
+    """rapidocr opens its sessions without ONNX Runtime's memory arena; ours reopen them with it,
+    the same otherwise (one thread here, as set), and still read."""
+    engine = load_ocr(OcrConfig(backend=backend, threads=1))
+    e = engine._engine
+    sessions = [e.text_det.infer.session, e.text_rec.session.session, e.text_cls.infer.session]
+    opts = [s.get_session_options() for s in sessions]
+    assert all(o.enable_cpu_mem_arena and o.intra_op_num_threads == 1 for o in opts)
+    assert [hit.text.replace(" ", "") for hit in engine.read(_sign_view())] == ["CORNERBAKERY"]
