@@ -11,7 +11,7 @@ from typing import Any, Optional
 
 import corebuild.stages.fetch as fetch_stage
 from corebuild.assets import MANIFESTS
-from corebuild.errors import CorebuildError
+from corebuild.errors import ConfigError, CorebuildError
 from corebuild.options import add_flags, flag_paths, hashed_dict, option, registry_names
 from corebuild.stages.describe import DescribeConfig
 from corebuild.stages.fetch.fetcher import FetchConfig
@@ -49,6 +49,12 @@ class RunnerConfig:
     # the work units are grouped (sample, locate, dedupe, group; nothing captured or written), to
     # measure what the groupings hold per point. None: the whole build.
     stop_after: Optional[str] = None
+
+    def __post_init__(self) -> None:
+        for name in ("spread_keys", "dedupe_buckets"):  # key counts: a hash modulo each
+            value = getattr(self, name)
+            if not (type(value) is int and value >= 1):
+                raise ConfigError(f"runner.{name} must be an integer >= 1, got {value!r}")
 
     @property
     def local(self) -> bool:

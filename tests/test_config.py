@@ -1,3 +1,6 @@
+import pytest
+
+from corebuild.errors import ConfigError
 from corebuild.running.build import with_synthetic_endpoints
 from corebuild.config import BuildConfig, RunnerConfig
 from corebuild.stages.sample import SampleConfig
@@ -151,3 +154,10 @@ def test_unhashed_prompt_directories_are_replaced_by_what_the_prompts_say(tmp_pa
     assert moved.content_hash() == BuildConfig("demo").content_hash() and "prompts_dir" not in moved.content_dict()["describe"]
     (copy / "template-v1.json").write_text((copy / "template-v1.json").read_text().replace("}", " }", 1))
     assert moved.content_hash() != BuildConfig("demo").content_hash()
+
+
+@pytest.mark.parametrize("name, value", [("dedupe_buckets", 0), ("dedupe_buckets", 2.5), ("spread_keys", -1)])
+def test_key_counts_of_the_groupings_must_be_positive_integers(name, value):
+    """A bucket is a hash modulo the count: 0 would fail inside a worker, mid-build."""
+    with pytest.raises(ConfigError, match=f"runner.{name} must be an integer >= 1, got {value!r}"):
+        RunnerConfig(**{name: value})
