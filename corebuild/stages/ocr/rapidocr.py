@@ -43,7 +43,7 @@ def _with_memory_arena(engine) -> None:
     """rapidocr 1.4 opens its ONNX Runtime sessions without the CPU memory arena, so every
     inference mallocs its tensors (MBs each at a view's size) afresh, and glibc keeps what they
     leave in its heap. Reopened the same but with the arena, the tensors' memory is reused: 80
-    demo views read on one thread peaked at 0.23 GB of RSS instead of 0.35, for the same CPU
+    demo views read on one thread peaked at 235 MiB of RSS instead of 353, for the same CPU
     (README, Evidence)."""
     from onnxruntime import InferenceSession
 
