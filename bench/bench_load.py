@@ -34,8 +34,8 @@ Target (picked here; the issue asks for "bounded"): peak RSS of the whole tree <
   "grouping", a bench-only setting: no images, no shards) -- in a town sized for each N. Printed
   per N: peak tree RSS, by role, and (peak - baseline) / N bytes per point, where the baseline is
   the same pass's peak at --grouping-baseline points (500: interpreters, Beam, the imagery
-  server), the median of --grouping-baseline-runs runs (3). Target (issue 21): <= 2 kB per point, of the launcher + Beam workers (the pipeline:
-  what holds the groupings). The synthetic imagery server stands in for Google and Mapillary; its
+  server), the median of --grouping-baseline-runs runs (3). Target (issue 21): <= 2 kB per
+  point, of the launcher + Beam workers (the pipeline: what holds the groupings). The synthetic imagery server stands in for Google and Mapillary; its
   world grows with the town's area, not with the groupings, so the whole tree is printed beside.
 
 Usage: python bench/bench_load.py [--n 100000] [--quick] [--workers 2] [--keep --out DIR] [--grouping N[,N...]]
