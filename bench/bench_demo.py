@@ -110,7 +110,7 @@ PARTS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("OCR: text detection, the model (ONNX Runtime)", ("TextDetector.__call__", "Session.run")),
     ("OCR: text detection, pre- and post-processing", ("TextDetector.__call__",)),
     ("OCR: recognition", ("TextRecognizer.__call__",)),
-    ("OCR: the rest (decoding, crops)", ("OcrStage.process",)),
+    ("OCR: the rest (decoding, crops)", ("(corebuild/stages/ocr/",)),  # also in its reading threads
     ("describe (template, view cues)", ("DescribeStage.process",)),
     ("fetch: aerial tiles (HTTP, decoding, checks, stitching)", ("XYZTiles",)),
     ("fetch: street views (HTTP, decoding, checks)", ("streetview.py",)),

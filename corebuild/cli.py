@@ -21,14 +21,19 @@ def build_config(args: argparse.Namespace):
     from corebuild.config import BuildConfig, RunnerConfig
     from corebuild.options import from_args
     from corebuild.stages.describe import DescribeConfig
+    from corebuild.stages.ocr import OCR_PARALLEL_MAX
 
     _check_numbers(args)
     workers = max(1, args.workers)
     http, http_by_stage = _http_configs(args)
     secret_names = _secret_names(args.secret)
+    cores = os.cpu_count() or 1
+    # Each worker runs its own OCR sessions: share the cores instead of oversubscribing them.
+    threads = args.ocr_threads if args.ocr_threads is not None else (max(1, cores // workers) if workers > 1 else 0)
     return from_args(BuildConfig, args, {
-        # Each worker runs its own OCR sessions: share the cores instead of oversubscribing them.
-        "ocr.threads": args.ocr_threads if args.ocr_threads is not None else (max(1, (os.cpu_count() or 1) // workers) if workers > 1 else 0),
+        "ocr.threads": threads,
+        # ... and read as many views at once as would fill the machine alone (when the others idle).
+        "ocr.parallel": args.ocr_parallel if args.ocr_parallel is not None else (min(OCR_PARALLEL_MAX, max(1, cores // max(1, threads))) if workers > 1 else 1),
         "describe.prompt_id": args.prompt or (DescribeConfig.prompt_id if args.describer == "template" else MODEL_PROMPT),
         "describe.api_key_secret": dict(secret_names).get(args.llm_key_env or "", ""),
         "fetch.http": http,
@@ -114,6 +119,7 @@ def _check_numbers(args: argparse.Namespace) -> None:
         ("--rate", args.rate, finite(args.rate) and args.rate >= 0, "a finite rate >= 0 (0: unlimited, 0.2: one request every 5 s)"),
         ("--concurrency", args.concurrency, args.concurrency >= 1, ">= 1"),
         ("--ocr-threads", args.ocr_threads, args.ocr_threads is None or args.ocr_threads >= 0, ">= 0 (0: all cores)"),
+        ("--ocr-parallel", args.ocr_parallel, args.ocr_parallel is None or args.ocr_parallel >= 1, ">= 1"),
     )
     for flag, value, ok, want in checks:
         if not ok:

@@ -24,9 +24,11 @@ from corebuild.stages.stage import StageBase
 
 if TYPE_CHECKING:
     from corebuild.stages.ocr.coverage import OcrPlan
+    from corebuild.stages.ocr.parallel import ParallelReader
 
 
 DET_SIDE = 448  # chosen by measured accuracy: README, Evidence (issue 21)
+OCR_PARALLEL_MAX = 4  # a Street View record's views: more engines than that would idle
 
 
 @dataclass(frozen=True)
@@ -39,6 +41,12 @@ class OcrConfig:
     # onnxruntime intra-op threads; 0 = its default (all cores). The command line shares the cores
     # among the DirectRunner's workers instead of oversubscribing them.
     threads: int = option(0, flag="--ocr-threads", unset="cores / workers", help="ONNX threads per worker (0: all cores)")
+    # Views one worker reads at once, each on its own engine (~110 MiB each): the cores of idle
+    # workers used, at no CPU cost when all are busy (ocr/parallel.py). Changes no row.
+    parallel: int = option(
+        1, flag="--ocr-parallel", hashed=False, unset=f"on a local run of several workers: cores / --ocr-threads, at most {OCR_PARALLEL_MAX}; else 1",
+        help="views a worker reads at once, each on its own OCR engine",
+    )
     use_angle_cls: bool = False  # street signs are upright; the classifier costs ~20%
     # Detection (most of OCR's time) runs on the view scaled to this long side; the boxes it finds
     # are read at full resolution. Clean-sign accuracy by side (bench_evidence --det-sides, demo
@@ -52,6 +60,8 @@ class OcrConfig:
     def __post_init__(self) -> None:
         if not (isinstance(self.det_side, int) and (self.det_side == 0 or self.det_side >= 64)):
             raise ConfigError(f"ocr.det_side must be 0 (full size) or an integer >= 64 pixels, got {self.det_side!r}")
+        if not (isinstance(self.parallel, int) and self.parallel >= 1):
+            raise ConfigError(f"ocr.parallel must be an integer >= 1 (views a worker reads at once), got {self.parallel!r}")
 
 
 @dataclass(frozen=True)
@@ -187,17 +197,19 @@ def load_auto(cfg: OcrConfig, groups: list[list[str]]) -> OcrEngine:
     return load_plan(cfg, plan)
 
 
-def ocr_record(rec: Record, engine: OcrEngine, cfg: OcrConfig, plan: Optional["OcrPlan"] = None) -> Record:
+def ocr_record(rec: Record, engine: OcrEngine, cfg: OcrConfig, plan: Optional["OcrPlan"] = None, reader: Optional["ParallelReader"] = None) -> Record:
+    """The record with its views' text; `reader` (its engines like `engine`) reads them at once."""
+    from corebuild.stages.ocr.parallel import ParallelReader
+
     if rec.failed:
         return rec
     if rec.street is None:
         return rec.fail("evidence.no_street_image", "no street image to read")
     texts = []
-    for view in rec.street.views:
-        try:
-            hits = engine.read(view.image)
-        except Exception as exc:  # a corrupt image or an engine fault fails this record only
-            return rec.fail("evidence.ocr_error", f"OCR failed on heading {view.heading:g}: {type(exc).__name__}: {exc}")
+    readings = (reader or ParallelReader([engine])).read_all([view.image for view in rec.street.views])
+    for view, hits in zip(rec.street.views, readings):
+        if isinstance(hits, Exception):  # a corrupt image or an engine fault fails this record only
+            return rec.fail("evidence.ocr_error", f"OCR failed on heading {view.heading:g}: {type(hits).__name__}: {hits}")
         texts.extend(OcrText(view.heading, h.text, round(h.confidence, 4), h.box) for h in hits if h.confidence >= cfg.min_confidence)
     coverage = {"ocr_languages_read": plan.read, "ocr_languages_unread": plan.unread} if plan is not None else {}
     return rec.with_(ocr=tuple(texts), ocr_backend=f"{engine.name}:{engine.model_id}", **coverage)
@@ -213,7 +225,14 @@ class OcrStage(StageBase):
         self.cfg, self.plan = cfg, plan
 
     def setup(self) -> None:
-        self.engine = load_plan(self.cfg, self.plan)
+        from corebuild.stages.ocr.parallel import ParallelReader
+
+        self.reader = ParallelReader([load_plan(self.cfg, self.plan) for _ in range(self.cfg.parallel)])
+        self.engine = self.reader.engines[0]
 
     def process(self, batch: list[Record]) -> list[Record]:
-        return [ocr_record(rec, self.engine, self.cfg, self.plan) for rec in batch]
+        return [ocr_record(rec, self.engine, self.cfg, self.plan, self.reader) for rec in batch]
+
+    def teardown(self) -> None:
+        if getattr(self, "reader", None) is not None:
+            self.reader.close()
