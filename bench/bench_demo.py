@@ -31,6 +31,7 @@ import sys
 import tempfile
 import time
 from collections import defaultdict
+from datetime import datetime, timezone
 from pathlib import Path
 
 import pyarrow.parquet as pq
@@ -63,11 +64,13 @@ def main() -> int:
                 cpu.update(tree_cpu(proc.pid))
                 time.sleep(0.5)
             wall = time.perf_counter() - t0
+            ended = datetime.now(timezone.utc)
             if proc.returncode:
                 err.seek(0)
                 print(err.read()[-3000:], file=sys.stderr)
                 return proc.returncode
         m = json.loads((Path(out) / "demo" / "manifest.json").read_text())
+        rounds = json.loads((Path(out) / "demo" / "_build.json").read_text()).get("rounds", [])
         stages = defaultdict(list)
         for f in glob.glob(f"{out}/demo/shards/*.parquet"):
             for timings in pq.read_table(f, columns=["stage_seconds"]).column(0).to_pylist():
@@ -77,6 +80,7 @@ def main() -> int:
     what = f"{args.limit} points" if args.limit else f"the whole demo ({c['sampled']} points)"
     print(f"demo build, {what}, {args.workers} workers: wall {wall:.1f} s (pipeline {m['timings']['pipeline_s']:.1f} s)")
     print(f"rows {c['rows']} (kept {c['kept']}, failed {c['failed']}): {c['rows'] / wall:.2f} rows/s end to end, {c['rows'] / m['timings']['pipeline_s']:.2f} rows/s in the pipeline")
+    print("rounds: " + ", ".join(f"{r} {sec:.1f} s ({pts} points)" for r, sec, pts in round_seconds(rounds, ended)))
     for stage, xs in stages.items():
         print(f"  {stage:<9} median {statistics.median(xs) * 1000:7.1f} ms/record  (n={len(xs)}, per worker, overlapping I/O)")
     roles: dict[str, float] = defaultdict(float)
@@ -144,6 +148,13 @@ def profile_parts(raw: str) -> list[tuple[str, float]]:
         counts[part] += int(n)
     total = sum(counts.values()) or 1
     return sorted(((part, c / total) for part, c in counts.items()), key=lambda kv: -kv[1])
+
+
+def round_seconds(rounds: list[dict], ended: datetime) -> list[tuple[int, float, int]]:
+    """(round, seconds, points it added) from _build.json's rounds: each from its start to the
+    next one's, the last to the build's end (with the trim and the manifest)."""
+    starts = [datetime.fromisoformat(r["started_utc"]) for r in rounds] + [ended]
+    return [(r["round"], (starts[i + 1] - starts[i]).total_seconds(), r["take"] - (rounds[i - 1]["take"] if i else 0)) for i, r in enumerate(rounds)]
 
 
 def tree_cpu(root: int) -> dict[int, tuple[str, float]]:

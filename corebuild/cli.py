@@ -32,7 +32,7 @@ def build_config(args: argparse.Namespace):
     threads = args.ocr_threads if args.ocr_threads is not None else (max(1, cores // workers) if workers > 1 else 0)
     return from_args(BuildConfig, args, {
         "ocr.threads": threads,
-        # ... and read as many views at once as would fill the machine alone (when the others idle).
+        # ... and, in a round that leaves workers idle, read as many views at once as fill the machine.
         "ocr.parallel": args.ocr_parallel if args.ocr_parallel is not None else (min(OCR_PARALLEL_MAX, max(1, cores // max(1, threads))) if workers > 1 else 1),
         "describe.prompt_id": args.prompt or (DescribeConfig.prompt_id if args.describer == "template" else MODEL_PROMPT),
         "describe.api_key_secret": dict(secret_names).get(args.llm_key_env or "", ""),

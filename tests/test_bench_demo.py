@@ -48,3 +48,11 @@ def test_samples_are_summed_by_the_first_part_that_names_them(demo):
 
 def test_an_empty_profile_has_no_parts(demo):
     assert demo.profile_parts("") == []
+
+
+def test_each_round_lasts_until_the_next_one_starts_the_last_until_the_end(demo):
+    from datetime import datetime, timezone
+
+    rounds = [{"round": 1, "take": 600, "started_utc": "2026-11-30T18:37:43.5+00:00"}, {"round": 2, "take": 690, "started_utc": "2026-11-30T18:40:12+00:00"}]
+    ended = datetime(2026, 11, 30, 18, 40, 49, tzinfo=timezone.utc)
+    assert demo.round_seconds(rounds, ended) == [(1, 148.5, 600), (2, 37.0, 90)]

@@ -41,11 +41,11 @@ class OcrConfig:
     # onnxruntime intra-op threads; 0 = its default (all cores). The command line shares the cores
     # among the DirectRunner's workers instead of oversubscribing them.
     threads: int = option(0, flag="--ocr-threads", unset="cores / workers", help="ONNX threads per worker (0: all cores)")
-    # Views one worker reads at once, each on its own engine (~110 MiB each): the cores of idle
-    # workers used, at no CPU cost when all are busy (ocr/parallel.py). Changes no row.
+    # Views one worker reads at once, each on its own engine (~110 MiB each), in a round of fewer
+    # work units than workers: the idle workers' cores used (ocr/parallel.py). Changes no row.
     parallel: int = option(
         1, flag="--ocr-parallel", hashed=False, unset=f"on a local run of several workers: cores / --ocr-threads, at most {OCR_PARALLEL_MAX}; else 1",
-        help="views a worker reads at once, each on its own OCR engine",
+        help="views a worker reads at once, each on its own OCR engine, in a round of fewer work units than workers (a top-up round; one at a time in the others)",
     )
     use_angle_cls: bool = False  # street signs are upright; the classifier costs ~20%
     # Detection (most of OCR's time) runs on the view scaled to this long side; the boxes it finds
