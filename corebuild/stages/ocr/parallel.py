@@ -6,7 +6,7 @@ than workers (a top-up round of one unit) the other workers idle and so do their
 such rounds only). ONNX Runtime releases the GIL while it runs, so threads suffice. Each engine is
 used by one thread at a time: rapidocr keeps per-call state (its detector's preprocessing) on
 the engine. Measured (README, Evidence): alone, two single-threaded engines read 80 demo views in
-0.56x the time for the same CPU; in the demo's top-up round, 37 s became 29-31 s.
+0.56x the time for the same CPU; in the demo's top-up round, 37 s became 29-32 s.
 """
 
 from __future__ import annotations
