@@ -64,7 +64,7 @@ def test_a_registry_names_without_importing_and_says_what_is_missing():
 
 
 REGISTRIES = {"ocr": [OCR_BACKENDS], "segment": [SEGMENTERS, LABELERS], "describe": [DESCRIBERS], "fetch": [STREET_PROVIDERS, AERIAL_PROVIDERS]}
-NOT_BACKENDS = {"ocr": {"coverage"}, "segment": {"masks"}, "describe": {"prompts", "scene", "llm"}, "fetch": {"fetcher", "http", "blank"}}
+NOT_BACKENDS = {"ocr": {"coverage", "parallel"}, "segment": {"masks"}, "describe": {"prompts", "scene", "llm"}, "fetch": {"fetcher", "http", "blank"}}
 
 
 @pytest.mark.parametrize("stage", sorted(REGISTRIES))
