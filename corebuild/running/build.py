@@ -294,8 +294,7 @@ def round_config(cfg: BuildConfig, state: BuildState, take: int) -> BuildConfig:
     round) leaves workers idle, and its workers read `ocr.parallel` views at once on their cores;
     a round that keeps every worker busy reads one at a time: there, parallel reading only
     oversubscribed the cores (demo, README: Evidence). Changes no row."""
-    units = (frozenset(range(units_for(take, state.unit_points))) - state.done) | state.retry_units
-    if cfg.ocr.parallel > 1 and not (cfg.runner.local and len(units) < cfg.runner.direct_num_workers):
+    if cfg.ocr.parallel > 1 and not (cfg.runner.local and len(state.units_to_run(take)) < cfg.runner.direct_num_workers):
         return dataclasses.replace(cfg, ocr=dataclasses.replace(cfg.ocr, parallel=1))
     return cfg
 

@@ -74,6 +74,11 @@ class BuildState:
         """Finished units that this run rewrites (retried points, points added)."""
         return frozenset(unit_of(i, self.unit_points) for i in self.retry | self.grow)
 
+    def units_to_run(self, take: int) -> frozenset[int]:
+        """The units a round of `take` points runs: those without a marker, and those it rewrites
+        (the pipeline's own filter, point by point: pipelines/build_region.py, "Pending")."""
+        return (frozenset(range(units_for(take, self.unit_points))) - self.done) | self.retry_units
+
 
 def _class_counts(rows: Iterable[dict]) -> dict[str, int]:
     out: dict[str, int] = {}
