@@ -158,7 +158,7 @@ def test_the_printed_retry_command_and_log_lines_carry_no_credential():
 VALIDATED = {"--ocr-det-side": 320}
 BUILD_FLAGS = {
     "--region", "--output", "--manifests", "--prompts", "--seed", "--limit", "--min-spacing", "--workers", "--unit-points", "--shard-mb",
-    "--ocr-threads", "--ocr-parallel", "--ocr-backend", "--ocr-det-side", "--easyocr-dir", "--segment", "--sam-model", "--sam-checkpoint", "--labeler", "--clip-checkpoint",
+    "--ocr-threads", "--ocr-parallel", "--ocr-backend", "--ocr-det-side", "--ocr-runtime", "--ocr-precision", "--easyocr-dir", "--segment", "--sam-model", "--sam-checkpoint", "--labeler", "--clip-checkpoint",
     "--describer", "--prompt", "--llm-url", "--llm-model", "--llm-key-env", "--grounding", "--self-review", "--runner", "--streetview-url",
     "--aerial-url", "--aerial-key-env", "--street-provider", "--aerial-preset", "--map-preset", "--mapillary-url", "--local-folder",
     "--cache", "--rate", "--concurrency", "--roads", "--road-tags", "--quota-of", "--expected-yield", "--max-rounds",

@@ -29,6 +29,8 @@ if TYPE_CHECKING:
 
 DET_SIDE = 448  # chosen by measured accuracy: README, Evidence (issue 21)
 OCR_PARALLEL_MAX = 4  # a Street View record's views: more engines than that would idle
+OCR_RUNTIMES = ("onnxruntime", "openvino")
+OCR_PRECISIONS = ("f32", "bf16")
 
 
 @dataclass(frozen=True)
@@ -47,6 +49,12 @@ class OcrConfig:
         1, flag="--ocr-parallel", hashed=False, unset=f"on a local run of several workers: cores / --ocr-threads, at most {OCR_PARALLEL_MAX}; else 1",
         help="views a worker reads at once, each on its own OCR engine, in a round of fewer work units than workers (a top-up round; one at a time in the others)",
     )
+    # What runs rapidocr's ONNX models (issue 21). openvino at f32 read the demo's views exactly as
+    # onnxruntime (same texts and boxes) for ~0.7x the CPU; bf16 (CPUs with AMX or AVX512-BF16;
+    # elsewhere openvino runs f32 and the row's model id says so) ~0.45x, but moves some boxes and
+    # readings: README, Evidence.
+    runtime: str = option("openvino", flag="--ocr-runtime", choices=OCR_RUNTIMES, help="what runs rapidocr's models: openvino (the default) or onnxruntime; the same readings, openvino ~0.7x the CPU")
+    precision: str = option("f32", flag="--ocr-precision", choices=OCR_PRECISIONS, help="openvino's precision: f32, or bf16 where the CPU has it (faster; changes some readings: README, Evidence)")
     use_angle_cls: bool = False  # street signs are upright; the classifier costs ~20%
     # Detection (most of OCR's time) runs on the view scaled to this long side; the boxes it finds
     # are read at full resolution. Clean-sign accuracy by side (bench_evidence --det-sides, demo
@@ -60,6 +68,10 @@ class OcrConfig:
     def __post_init__(self) -> None:
         if not (isinstance(self.det_side, int) and (self.det_side == 0 or self.det_side >= 64)):
             raise ConfigError(f"ocr.det_side must be 0 (full size) or an integer >= 64 pixels, got {self.det_side!r}")
+        if self.runtime not in OCR_RUNTIMES or self.precision not in OCR_PRECISIONS:
+            raise ConfigError(f"ocr.runtime must be one of {OCR_RUNTIMES} and ocr.precision one of {OCR_PRECISIONS}, got {self.runtime!r}, {self.precision!r}")
+        if self.precision != "f32" and self.runtime != "openvino":
+            raise ConfigError(f"ocr.precision {self.precision!r} needs ocr.runtime 'openvino' (onnxruntime runs rapidocr's models at f32)")
         if not (isinstance(self.parallel, int) and self.parallel >= 1):
             raise ConfigError(f"ocr.parallel must be an integer >= 1 (views a worker reads at once), got {self.parallel!r}")
 

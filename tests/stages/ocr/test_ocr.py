@@ -159,9 +159,75 @@ def test_detection_side_is_a_flag_and_part_of_the_config_hash():
 def test_rapidocr_sessions_keep_their_tensors_memory_in_an_arena(backend):
     """rapidocr opens its sessions without ONNX Runtime's memory arena; ours reopen them with it,
     the same otherwise (one thread here, as set), and still read."""
-    engine = load_ocr(OcrConfig(backend=backend, threads=1))
+    engine = load_ocr(OcrConfig(backend=backend, threads=1, runtime="onnxruntime"))
     e = engine._engine
     sessions = [e.text_det.infer.session, e.text_rec.session.session, e.text_cls.infer.session]
     opts = [s.get_session_options() for s in sessions]
     assert all(o.enable_cpu_mem_arena and o.intra_op_num_threads == 1 for o in opts)
     assert [hit.text.replace(" ", "") for hit in engine.read(_sign_view())] == ["CORNERBAKERY"]
+
+
+def _street_views_of_signs(world, n):
+    """n street views of the demo town, each facing one of its signs from across the street."""
+    import numpy as np
+
+    from corebuild.synthetic.render import Camera, encode, render_street
+
+    views = []
+    for sign in world.signs[:n]:
+        cx, cy, _ = sign.center
+        heading = float(np.degrees(np.arctan2(-sign.normal[0], -sign.normal[1])) % 360)
+        views.append(encode(render_street(world, Camera(cx + sign.normal[0] * 16, cy + sign.normal[1] * 16, heading)), "jpeg"))
+    return views
+
+
+@pytest.mark.parametrize("backend", ["rapidocr", "rapidocr-v5"])
+def test_openvino_runs_the_models_and_reads_as_onnxruntime(backend, demo_world):
+    """The default runtime: every model of the engine compiled by OpenVINO at f32, the row's model
+    id saying so, and the same texts and boxes as ONNX Runtime (confidences within 1e-4)."""
+    from corebuild.stages.ocr.rapidocr import OpenVinoModel
+
+    ov = load_ocr(OcrConfig(backend=backend, threads=1))
+    ort = load_ocr(OcrConfig(backend=backend, threads=1, runtime="onnxruntime"))
+    e = ov._engine
+    assert all(isinstance(m, OpenVinoModel) and m.precision == "f32" for m in (e.text_det.infer, e.text_cls.infer, e.text_rec.session))
+    assert ov.model_id.endswith("@openvino==" + __import__("openvino").__version__.split("-")[0] + ":f32")
+    assert "@onnxruntime==" in ort.model_id
+    views = _street_views_of_signs(demo_world, 12)
+    a, b = [ov.read(v) for v in views], [ort.read(v) for v in views]
+    assert sum(map(len, b)) >= 6  # signs read: the comparison is over real readings
+    assert [[(h.text, h.box) for h in hits] for hits in a] == [[(h.text, h.box) for h in hits] for hits in b]
+    assert all(abs(x.confidence - y.confidence) < 1e-4 for p, q in zip(a, b) for x, y in zip(p, q))
+
+
+def test_bf16_is_recorded_at_the_precision_the_cpu_runs():
+    """bf16 runs where the CPU has it, f32 elsewhere; either way the row's model id names what ran."""
+    import openvino
+
+    engine = load_ocr(OcrConfig(backend="rapidocr", threads=1, precision="bf16"))
+    ran = engine._engine.text_det.infer.precision
+    assert ran == ("bf16" if "BF16" in openvino.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES") else "f32")
+    assert engine.model_id.endswith(":" + ran)
+    assert [hit.text.replace(" ", "") for hit in engine.read(_sign_view())] == ["CORNERBAKERY"]
+
+
+def test_runtime_and_precision_are_checked_and_hashed():
+    from corebuild.config import BuildConfig
+    from corebuild.errors import ConfigError
+
+    assert (OcrConfig().runtime, OcrConfig().precision) == ("openvino", "f32")
+    with pytest.raises(ConfigError, match="needs ocr.runtime 'openvino'"):
+        OcrConfig(runtime="onnxruntime", precision="bf16")
+    with pytest.raises(ConfigError, match="ocr.runtime must be one of"):
+        OcrConfig(runtime="tensorrt")
+    hashes = {BuildConfig("demo", ocr=c).content_hash() for c in (OcrConfig(), OcrConfig(runtime="onnxruntime"), OcrConfig(precision="bf16"))}
+    assert len(hashes) == 3
+
+
+def test_a_missing_openvino_wheel_names_the_install_and_the_other_runtime(monkeypatch):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "openvino", None)
+    with pytest.raises(ModelUnavailableError, match=r"needs the openvino wheel.*pip install 'corebuild\[ocr\]'.*--ocr-runtime onnxruntime"):
+        load_ocr(OcrConfig(backend="rapidocr"))
+
