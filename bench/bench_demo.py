@@ -46,7 +46,9 @@ def main() -> int:
     ap.add_argument("--limit", type=int, default=120, help="points (0: the whole demo)")
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--profile", metavar="FILE", default=None, help="sample every process with py-spy into FILE and print the CPU by part (the time is then not judged)")
+    ap.add_argument("build_args", nargs=argparse.REMAINDER, help="after --: more `corebuild build` flags (e.g. -- --ocr-precision bf16)")
     args = ap.parse_args()
+    extra = args.build_args[1:] if args.build_args[:1] == ["--"] else args.build_args
     spy = shutil.which("py-spy") or shutil.which("py-spy", path=os.path.dirname(sys.executable))
     if args.profile and not spy:
         print("--profile needs py-spy (not a corebuild dependency): pip install py-spy", file=sys.stderr)
@@ -55,6 +57,7 @@ def main() -> int:
         t0 = time.perf_counter()
         cmd = [sys.executable, "-m", "corebuild", "build", "--region", "demo", "--output", out, "--workers", str(args.workers)]
         cmd += ["--limit", str(args.limit)] if args.limit else []
+        cmd += extra
         if args.profile:
             cmd = [spy, "record", "--subprocesses", "--rate", "25", "--format", "raw", "--output", args.profile, "--", *cmd]
         with tempfile.TemporaryFile("w+") as err:
@@ -97,12 +100,12 @@ def main() -> int:
         shares = profile_parts(Path(args.profile).read_text())
         for part, share in shares:
             print(f"  {share:6.1%}  {part}")
-    full = not args.limit and not args.profile
+    full = not args.limit and not args.profile and not extra
     emit("demo.wall_s", "demo end-to-end time" + (f" ({args.limit} points)" if args.limit else ""), round(wall, 1), "s",
          "<= 90 s (issue 21); >= 500 rows, consistent (issue 3)", (wall <= 90 and m["consistent"] and c["rows"] >= 500) if full else None,
          f"{c['rows']} rows (kept {c['kept']}, failed {c['failed']}) = {c['rows'] / wall:.2f} rows/s, {args.workers} workers, OCR {m['config']['ocr']['backend']} "
-         f"(detection at {m['config']['ocr']['det_side'] or 'full'} px); CPU {total:.0f} s: " + ", ".join(f"{k} {v:.0f} s" for k, v in sorted(roles.items(), key=lambda kv: -kv[1]))
-         + f"; CPU floor on {cores} cores {floor:.0f} s; consistent: {m['consistent']}" + ("" if full else "; profiled (py-spy slows it): met not judged" if args.profile else "; a partial demo: met not judged"),
+         f"({m['config']['ocr'].get('runtime', 'onnxruntime')} {m['config']['ocr'].get('precision', 'f32')}, detection at {m['config']['ocr']['det_side'] or 'full'} px); CPU {total:.0f} s: " + ", ".join(f"{k} {v:.0f} s" for k, v in sorted(roles.items(), key=lambda kv: -kv[1]))
+         + f"; CPU floor on {cores} cores {floor:.0f} s; consistent: {m['consistent']}" + ("" if full else "; profiled (py-spy slows it): met not judged" if args.profile else f"; with {' '.join(extra)}: met not judged" if extra else "; a partial demo: met not judged"),
          rows_per_s=round(c["rows"] / wall, 3), cpu_floor_s=round(floor, 1))
     return 0
 
@@ -111,7 +114,8 @@ PROFILER = "py-spy (--profile)"
 # The parts of the work, each by code frames its stacks hold (all of them; the first part that
 # matches counts the sample). py-spy's raw lines: "frame;frame;... count", a frame "function (file:line)".
 PARTS: tuple[tuple[str, tuple[str, ...]], ...] = (
-    ("OCR: text detection, the model (ONNX Runtime)", ("TextDetector.__call__", "Session.run")),
+    ("OCR: text detection, the model (OpenVINO or ONNX Runtime)", ("TextDetector.__call__", "OpenVinoModel.__call__")),
+    ("OCR: text detection, the model (OpenVINO or ONNX Runtime)", ("TextDetector.__call__", "Session.run")),
     ("OCR: text detection, pre- and post-processing", ("TextDetector.__call__",)),
     ("OCR: recognition", ("TextRecognizer.__call__",)),
     ("OCR: the rest (decoding, crops)", ("(corebuild/stages/ocr/",)),  # also in its reading threads
