@@ -137,6 +137,28 @@ def test_detection_runs_at_the_configured_side_and_reads_at_full_size(side, seen
     assert 120 < min(xs) < 170 and 470 < max(xs) < 520
 
 
+@pytest.mark.parametrize("backend", ["rapidocr", "rapidocr-v5"])
+def test_detection_normalises_by_table_to_rapidocr_s_own_values(backend):
+    """The engine's detection input is rapidocr's own preprocessing, bit for bit, whatever the
+    view's size and the model's mean and std; only how it is computed differs."""
+    import numpy as np
+    from rapidocr_onnxruntime.ch_ppocr_det.utils import DetPreProcess
+
+    from corebuild.stages.ocr.rapidocr import table_preprocess
+
+    det = load_ocr(OcrConfig(backend=backend, det_side=448))._engine.text_det
+    ours = det.get_preprocess(640)
+    assert type(ours) is not DetPreProcess and ours.limit_side_len == 448
+    rng = np.random.default_rng(7)
+    for mean, std in ((det.mean, det.std), ([0.485, 0.456, 0.406], [0.229, 0.224, 0.225])):
+        theirs, table = DetPreProcess(448, "max", mean, std), table_preprocess(448, mean, std)
+        for shape in ((640, 640, 3), (480, 640, 3), (101, 37, 3), (1200, 500, 3)):
+            img = rng.integers(0, 256, shape, dtype=np.uint8)
+            want = theirs(img)
+            got = (ours if mean is det.mean else table)(img)
+            assert got.dtype == want.dtype == np.float32 and got.shape == want.shape and np.array_equal(got, want)
+
+
 @pytest.mark.parametrize("side", [-1, 10, 63, 64.5])
 def test_a_detection_side_too_small_is_a_config_error(side):
     from corebuild.errors import ConfigError
