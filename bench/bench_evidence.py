@@ -137,6 +137,31 @@ def bench_det_sides(sides: list[int], n: int) -> None:
              f"{per_view:.0f} ms per view in build order (one thread); {kept:.1%} of the first side's readings over {len(every)} views")
 
 
+def bench_runtimes(runtimes: list[str], n: int, n_every: int) -> None:
+    """What runs the default reader's models (OcrConfig.runtime, .precision), on the demo's Latin
+    signs: clean-sign accuracy, CPU per view over every view a build reads, and how many views read
+    exactly as on the first runtime (the same texts and boxes). In one run: a ratio to the first."""
+    from corebuild.stages.ocr import OcrConfig, load_ocr
+
+    clean, every = views(n), views(n_every, every=True)
+    print(f"\nOCR runtime (rapidocr, latin; {len(clean)} clean-sign views, {len(every)} views in build order, one thread, CPU time)")
+    base = first_ms = None
+    for name in runtimes:
+        runtime, _, precision = name.partition(":")
+        engine = load_ocr(OcrConfig(backend="rapidocr", threads=1, runtime=runtime, precision=precision or "f32"), [["en"]])
+        acc, _, signs = score(engine, clean, "latin")
+        t0 = time.process_time()
+        reads = [[(h.text, h.box) for h in engine.read(img)] for img, _ in every]
+        ms = (time.process_time() - t0) / len(every) * 1000
+        base, first_ms = base or reads, first_ms or ms
+        same = sum(a == b for a, b in zip(reads, base))
+        print(f"  {name:<20} clean-sign accuracy {acc:.3f}; {ms:.1f} ms CPU per view ({ms / first_ms:.2f}x {runtimes[0]}); {same} of {len(every)} views read as on {runtimes[0]}"
+              f" ({sum(map(len, reads))} readings); {engine.model_id}")
+        emit(f"ocr.runtime.{name}", f"OCR on {name} (rapidocr, latin, detection at 448 px): clean-sign accuracy", round(acc, 4), "", ">= 0.95", acc >= 0.95,
+             f"{ms:.1f} ms CPU per view in build order, {ms / first_ms:.2f}x {runtimes[0]} (one thread); {same} of {len(every)} views read as on {runtimes[0]} (texts and boxes)",
+             cpu_ratio=round(ms / first_ms, 3))
+
+
 def bench_sam(size: int) -> None:
     try:
         import torch
@@ -164,6 +189,8 @@ def main() -> int:
     ap.add_argument("--easyocr-views", type=int, default=12, help="easyocr is ~10x slower on one core: fewer views")
     ap.add_argument("--scripts", default=",".join(SCRIPT_LANGUAGES))
     ap.add_argument("--det-sides", default="0,576,512,448,416,384", help="detection sides to compare (0: full size); '': skip")
+    ap.add_argument("--runtimes", default="onnxruntime,openvino,openvino:bf16", help="OCR runtimes[:precision] to compare, the first as the reference; '': skip")
+    ap.add_argument("--runtime-views", type=int, default=400, help="views in build order the runtimes read")
     ap.add_argument("--sam-size", type=int, default=1024, help="SAM encodes 1024x1024 (its fixed input size)")
     args = ap.parse_args()
     from corebuild.errors import CorebuildError
@@ -199,6 +226,8 @@ def main() -> int:
         print(f"{script:<10}" + "".join(f"{cell[b]:>22}" for b in backends))
     if args.det_sides:
         bench_det_sides([int(x) for x in args.det_sides.split(",")], args.views)
+    if args.runtimes:
+        bench_runtimes(args.runtimes.split(","), args.views, args.runtime_views)
     bench_sam(args.sam_size)
     return 0
 
