@@ -93,10 +93,11 @@ class OpenVinoModel:
         }
         if threads > 0:
             config["INFERENCE_NUM_THREADS"] = threads
-        compiled = core.compile_model(path, "CPU", config)
+        # Core, model and request live as long as the engine: the core holds the CPU plugin's library.
+        self._core, self._compiled = core, core.compile_model(path, "CPU", config)
         # What the CPU runs: a bf16 hint falls back to f32 on a CPU without bf16 instructions.
-        self.precision = compiled.get_property("INFERENCE_PRECISION_HINT").get_type_name()
-        self._request = compiled.create_infer_request()
+        self.precision = self._compiled.get_property("INFERENCE_PRECISION_HINT").get_type_name()
+        self._request = self._compiled.create_infer_request()
 
     def __call__(self, batch):
         return [self._request.infer({0: batch})[0]]  # a copy (share_outputs=False): the caller's own
