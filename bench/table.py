@@ -72,7 +72,8 @@ BENCHES: tuple[Bench, ...] = (
         Expected("ocr.rapidocr.accuracy", "OCR character accuracy (rapidocr, clean latin signs)", ">= 0.95"),
         Expected("ocr.rapidocr-v5.japanese.accuracy", "OCR character accuracy (rapidocr-v5, clean japanese signs)", "none stated (figure)"),
         Expected("ocr.easyocr.accuracy", "OCR character accuracy (easyocr, clean latin signs)", "none stated (figure)"),
-    ), quick_args=("--views", "12")),
+        Expected("ocr.runtime.openvino", "OCR on openvino (rapidocr, latin, detection at 448 px): clean-sign accuracy", ">= 0.95"),
+    ), quick_args=("--views", "12", "--runtime-views", "40")),
     Bench("describe_client", "bench/bench_describe_client.py", 600, (
         Expected("describe.req_per_s", "describe client req/s (openai backend, one core)", ">= 200 req/s, memory bounded"),
     ), quick_args=("--n", "500", "--inflight", "2000")),
