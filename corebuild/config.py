@@ -153,6 +153,8 @@ class BuildConfig:
                 del local[name]
         if self.ocr.det_side == 0:  # likewise: detection at full size, as every build before the setting
             del d["ocr"]["det_side"]
+        if self.ocr.runtime == "onnxruntime":  # likewise: ONNX Runtime (at f32), as every build before the setting
+            del d["ocr"]["runtime"], d["ocr"]["precision"]
         if self.ocr.backend == "auto":  # what auto resolves to runs: builds from before auto (rapidocr) still resume
             d["ocr"]["backend"] = self.ocr_plan_backends()
         if self.segment.backend != "off":

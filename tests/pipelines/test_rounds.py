@@ -117,10 +117,11 @@ def test_quota_of_sampled_keeps_the_config_hash_of_builds_before_rounds():
     """Its rows are the golden recording from before rounds (tests/pipelines/test_golden_demo.py);
     its config hash is the one BuildConfig("demo") had from 84accad to 4f2048d, so builds made
     then still resume as --quota-of sampled builds (with --ocr-det-side 0: full-size detection, as
-    then; the smaller default detection side reads differently, so it has another hash)."""
+    then; the smaller default detection side reads differently, so it has another hash; and with
+    --ocr-runtime onnxruntime, which ran the models then)."""
     from corebuild.stages.ocr import OcrConfig
 
-    then = OcrConfig(det_side=0)
+    then = OcrConfig(det_side=0, runtime="onnxruntime")
     assert BuildConfig("demo", sample=SampleConfig(quota_of="sampled"), ocr=then).content_hash() == "7cf0adb166657d63"
     assert BuildConfig("demo", ocr=then).content_hash() != "7cf0adb166657d63"
     assert BuildConfig("demo", sample=SampleConfig(quota_of="sampled")).content_hash() != "7cf0adb166657d63"

@@ -244,6 +244,9 @@ def test_runtime_and_precision_are_checked_and_hashed():
         OcrConfig(runtime="tensorrt")
     hashes = {BuildConfig("demo", ocr=c).content_hash() for c in (OcrConfig(), OcrConfig(runtime="onnxruntime"), OcrConfig(precision="bf16"))}
     assert len(hashes) == 3
+    # On ONNX Runtime the hash is that of the builds from before the setting: they resume with it.
+    assert {"runtime", "precision"} <= set(BuildConfig("demo").content_dict()["ocr"])
+    assert not {"runtime", "precision"} & set(BuildConfig("demo", ocr=OcrConfig(runtime="onnxruntime")).content_dict()["ocr"])
 
 
 def test_a_missing_openvino_wheel_names_the_install_and_the_other_runtime(monkeypatch):
