@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
+from functools import lru_cache
 from importlib import metadata
 
 from corebuild.errors import ModelUnavailableError
@@ -93,8 +94,7 @@ class OpenVinoModel:
         }
         if threads > 0:
             config["INFERENCE_NUM_THREADS"] = threads
-        # Core, model and request live as long as the engine: the core holds the CPU plugin's library.
-        self._core, self._compiled = core, core.compile_model(path, "CPU", config)
+        self._compiled = core.compile_model(path, "CPU", config)
         # What the CPU runs: a bf16 hint falls back to f32 on a CPU without bf16 instructions.
         self.precision = self._compiled.get_property("INFERENCE_PRECISION_HINT").get_type_name()
         self._request = self._compiled.create_infer_request()
@@ -103,17 +103,29 @@ class OpenVinoModel:
         return [self._request.infer({0: batch})[0]]  # a copy (share_outputs=False): the caller's own
 
 
+@lru_cache(maxsize=1)
+def openvino_core():
+    """One OpenVINO core per process, never dropped. Its CPU plugin, when created, swaps its own
+    signal stack onto the creating thread and, when its last reference goes, puts back the stack it
+    found there (if its own is still on the thread that drops it) and frees its own. With a core per
+    engine, two engines dropped in the order they were made left a thread's signal stack pointing
+    at the first one's freed memory, and the next signal killed the process (SIGSEGV, si_code
+    SI_KERNEL: 2 of 3 test-suite runs, in an in-process build). One plugin, living as long as the
+    process, never puts anything back."""
+    import openvino
+
+    return openvino.Core()
+
+
 def _on_openvino(engine, cfg: OcrConfig) -> str:
     """rapidocr's detection, classifier and recognition models moved onto OpenVINO; returns the
     precision they run at."""
-    try:
-        import openvino
-    except ImportError as exc:
+    if importlib.util.find_spec("openvino") is None:
         raise ModelUnavailableError(
-            f"OCR runtime 'openvino' needs the openvino wheel ({exc}); install it with: pip install 'corebuild[ocr]', "
+            "OCR runtime 'openvino' needs the openvino wheel; install it with: pip install 'corebuild[ocr]', "
             "or run the models on ONNX Runtime: --ocr-runtime onnxruntime"
-        ) from None
-    core = openvino.Core()
+        )
+    core = openvino_core()
 
     def compiled(session) -> OpenVinoModel:
         return OpenVinoModel(core, session.session._model_path, cfg.threads, cfg.precision)

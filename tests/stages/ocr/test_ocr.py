@@ -253,6 +253,45 @@ def test_a_missing_openvino_wheel_names_the_install_and_the_other_runtime(monkey
     import sys
 
     monkeypatch.setitem(sys.modules, "openvino", None)
-    with pytest.raises(ModelUnavailableError, match=r"needs the openvino wheel.*pip install 'corebuild\[ocr\]'.*--ocr-runtime onnxruntime"):
+    with pytest.raises(ModelUnavailableError, match=r"needs the openvino wheel; install it with: pip install 'corebuild\[ocr\]'.*--ocr-runtime onnxruntime"):
         load_ocr(OcrConfig(backend="rapidocr"))
 
+
+
+
+def test_engines_dropped_in_any_order_or_thread_leave_signal_stacks_alone():
+    """OpenVINO's CPU plugin, when created, swaps its own signal stack onto the creating thread
+    and, when its last reference goes, puts back the one it found (if its own is still on) and
+    frees its own. Two plugins dropped in the order they were made left this thread's signal stack
+    pointing at the first one's freed memory, and the next signal killed the process. Engines
+    share one core (one plugin) per process, so no engine, made and dropped in any order or
+    thread (as Beam does), changes a signal stack."""
+    import ctypes
+    import gc
+    import threading
+
+    class Stack(ctypes.Structure):
+        _fields_ = [("ss_sp", ctypes.c_void_p), ("ss_flags", ctypes.c_int), ("ss_size", ctypes.c_size_t)]
+
+    libc = ctypes.CDLL(None, use_errno=True)
+
+    def signal_stack():
+        st = Stack()
+        assert libc.sigaltstack(None, ctypes.byref(st)) == 0
+        return st.ss_sp, st.ss_flags, st.ss_size
+
+    kept = load_ocr(OcrConfig(backend="rapidocr", threads=1))  # as after any engine of this process
+    before = signal_stack()
+    first, second = (load_ocr(OcrConfig(backend="rapidocr", threads=1)) for _ in range(2))
+    del first
+    gc.collect()
+    del second
+    gc.collect()
+    assert signal_stack() == before
+    made = []
+    t = threading.Thread(target=lambda: made.append(load_ocr(OcrConfig(backend="rapidocr", threads=1))))
+    t.start()
+    t.join()
+    made.clear()
+    gc.collect()
+    assert signal_stack() == before and kept.read(_sign_view())
