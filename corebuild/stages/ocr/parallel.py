@@ -3,7 +3,7 @@
 A worker reads its record's views one after another on one core. In a round of fewer work units
 than workers (a top-up round of one unit) the other workers idle and so do their cores; with
 `OcrConfig.parallel` engines a worker uses them (corebuild.running.build.round_config sets it for
-such rounds only). ONNX Runtime releases the GIL while it runs, so threads suffice. Each engine is
+such rounds only). ONNX Runtime and OpenVINO release the GIL while they run, so threads suffice. Each engine is
 used by one thread at a time: rapidocr keeps per-call state (its detector's preprocessing) on
 the engine. Measured (README, Evidence): alone, two single-threaded engines read 80 demo views in
 0.56x the time for the same CPU; in the demo's top-up round, 37 s became 29-32 s.

@@ -45,8 +45,8 @@ def table_preprocess(side: int, mean, std):
 
         def __call__(self, img):
             resized = self.resize(img)
-            if resized is None or resized.dtype != np.uint8 or resized.ndim != 3 or resized.shape[2] != 3:
-                return None if resized is None else np.expand_dims(self.permute(self.normalize(resized)), 0).astype(np.float32)
+            if resized is None or resized.dtype != np.uint8 or resized.shape[2:] != (3,):
+                return super().__call__(img)  # not bytes in three channels: rapidocr's own way
             out = np.empty((1, 3, *resized.shape[:2]), np.float32)
             for c in range(3):
                 np.take(self.table[c], resized[:, :, c], out=out[0, c])

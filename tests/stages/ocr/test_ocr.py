@@ -157,6 +157,8 @@ def test_detection_normalises_by_table_to_rapidocr_s_own_values(backend):
             want = theirs(img)
             got = (ours if mean is det.mean else table)(img)
             assert got.dtype == want.dtype == np.float32 and got.shape == want.shape and np.array_equal(got, want)
+    floats = rng.random((300, 200, 3)).astype(np.float32) * 255  # not bytes: rapidocr's own way
+    assert np.array_equal(ours(floats), DetPreProcess(448, "max", det.mean, det.std)(floats))
 
 
 @pytest.mark.parametrize("side", [-1, 10, 63, 64.5])
