@@ -82,10 +82,16 @@ def _with_memory_arena(engine) -> None:
 class OpenVinoModel:
     """One of rapidocr's ONNX models compiled by OpenVINO's CPU plugin, called as rapidocr calls
     its ONNX Runtime sessions (an array in, a list of outputs back). On the demo's views, f32 gives
-    the same readings and boxes as ONNX Runtime for ~0.7x its CPU (README, Evidence)."""
+    the same readings and boxes as ONNX Runtime for ~0.7x its CPU (README, Evidence).
 
-    def __init__(self, core, path: str, threads: int, precision: str):
-        config = {
+    `static_shapes`: the first that many input shapes it is called with each get the model compiled
+    for that shape alone (~45 MiB each at 448 px), which OpenVINO runs in ~0.8x the CPU of the
+    model compiled for any shape (detection, where a build's views share a few sizes: the demo's
+    all one); other shapes run on the latter."""
+
+    def __init__(self, core, path: str, threads: int, precision: str, static_shapes: int = 0):
+        self._core, self._path, self._static_max = core, path, static_shapes
+        self._config = {
             "INFERENCE_PRECISION_HINT": precision,
             "PERFORMANCE_HINT": "LATENCY",
             "NUM_STREAMS": 1,
@@ -93,14 +99,33 @@ class OpenVinoModel:
             "ENABLE_CPU_PINNING": False,
         }
         if threads > 0:
-            config["INFERENCE_NUM_THREADS"] = threads
-        self._compiled = core.compile_model(path, "CPU", config)
+            self._config["INFERENCE_NUM_THREADS"] = threads
+        self._compiled = core.compile_model(path, "CPU", self._config)
         # What the CPU runs: a bf16 hint falls back to f32 on a CPU without bf16 instructions.
         self.precision = self._compiled.get_property("INFERENCE_PRECISION_HINT").get_type_name()
         self._request = self._compiled.create_infer_request()
+        self._static: dict[tuple, object] = {}  # input shape -> its own compiled model's request
+
+    def _request_for(self, shape: tuple):
+        request = self._static.get(shape)
+        if request is None and len(self._static) < self._static_max:
+            model = self._core.read_model(self._path)
+            model.reshape(list(shape))
+            request = self._static[shape] = self._core.compile_model(model, "CPU", self._config).create_infer_request()
+        return request or self._request
+
+    @property
+    def static_shapes(self) -> tuple[tuple, ...]:
+        """The input shapes that have the model compiled for them alone, in the order first seen."""
+        return tuple(self._static)
 
     def __call__(self, batch):
-        return [self._request.infer({0: batch})[0]]  # a copy (share_outputs=False): the caller's own
+        return [self._request_for(batch.shape).infer({0: batch})[0]]  # a copy (share_outputs=False): the caller's own
+
+
+# Detection's input shapes compiled each for itself: Street View's views are all one size, local
+# photos mostly two (landscape, portrait) at a detection side; recognition's widths vary crop by crop.
+DET_STATIC_SHAPES = 3
 
 
 @lru_cache(maxsize=1)
@@ -127,10 +152,10 @@ def _on_openvino(engine, cfg: OcrConfig) -> str:
         )
     core = openvino_core()
 
-    def compiled(session) -> OpenVinoModel:
-        return OpenVinoModel(core, session.session._model_path, cfg.threads, cfg.precision)
+    def compiled(session, static_shapes: int = 0) -> OpenVinoModel:
+        return OpenVinoModel(core, session.session._model_path, cfg.threads, cfg.precision, static_shapes)
 
-    engine.text_det.infer = compiled(engine.text_det.infer)
+    engine.text_det.infer = compiled(engine.text_det.infer, DET_STATIC_SHAPES)
     engine.text_cls.infer = compiled(engine.text_cls.infer)
     rec = compiled(engine.text_rec.session)  # only called after the recogniser read its dictionary
     engine.text_rec.session = rec
