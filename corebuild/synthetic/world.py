@@ -25,7 +25,7 @@ from shapely.strtree import STRtree
 
 from corebuild.geo import equidistant, local_to_webmercator
 from corebuild.synthetic.scripts import DEFAULT_SCRIPT, check_script
-from corebuild.synthetic.signs import sign_texture
+from corebuild.synthetic.signs import sign_texture_size  # fixes a sign's physical aspect ratio
 
 # Facade colours with plain names; roofs are a darker shade of the same colour, so what a
 # pedestrian sees (a red building) also shows from above.
@@ -205,11 +205,6 @@ class Pano:
 def _rng(seed: int, name: str) -> np.random.Generator:
     salt = int.from_bytes(hashlib.sha256(name.encode()).digest()[:8], "big")
     return np.random.default_rng([seed, salt])
-
-
-def sign_texture_size(text: str, script: str = DEFAULT_SCRIPT) -> tuple[int, int]:
-    """Pixel size of a sign's texture; fixes the sign's physical aspect ratio."""
-    return sign_texture(text, (255, 255, 255), (0, 0, 0), script).size
 
 
 class World:

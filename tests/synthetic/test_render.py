@@ -4,6 +4,9 @@ import mercantile
 import numpy as np
 from PIL import Image
 
+import shapely
+
+from corebuild.synthetic import render as render_module
 from corebuild.synthetic.render import ASPHALT, Camera, clean_signs, encode, render_street, render_tile
 
 
@@ -20,6 +23,21 @@ def test_street_render_is_deterministic(tiny_world):
     a = encode(render_street(tiny_world, cam), "jpeg")
     b = encode(render_street(tiny_world, cam), "jpeg")
     assert a == b and Image.open(io.BytesIO(a)).size == (640, 640)
+
+
+def test_what_lies_wholly_in_view_is_drawn_unclipped_and_the_view_is_the_same(tiny_world, monkeypatch):
+    """Shapes wholly inside the view's footprint skip the overlay (most road dashes and walls);
+    the views are pixel for pixel those of clipping everything."""
+    cam = _facing(tiny_world, tiny_world.signs[0])
+    frustum = cam.frustum()
+    ahead = (cam.x + cam.forward[0] * 20, cam.y + cam.forward[1] * 20)
+    inside, across = shapely.box(ahead[0] - 1, ahead[1] - 1, ahead[0] + 1, ahead[1] + 1), shapely.box(cam.x - 500, cam.y - 500, cam.x + 500, cam.y + 500)
+    kept, cut = render_module._clip([inside, across], frustum)
+    assert kept is inside and cut.equals(shapely.intersection(across, frustum))
+    cams = [Camera(s.center[0] + s.normal[0] * d, s.center[1] + s.normal[1] * d, h) for s in tiny_world.signs[:3] for d in (8, 30) for h in (0.0, 135.0)]
+    fast = [np.asarray(render_street(tiny_world, c)) for c in cams]
+    monkeypatch.setattr(render_module, "_clip", lambda geoms, frustum: shapely.intersection(np.asarray(geoms, dtype=object), frustum))
+    assert all(np.array_equal(a, np.asarray(render_street(tiny_world, c))) for a, c in zip(fast, cams))
 
 
 def test_a_sign_in_front_of_the_camera_is_clean_and_one_behind_is_not(tiny_world):

@@ -1,6 +1,7 @@
 """The synthetic server speaks the Street View Static API and XYZ wire formats."""
 
 import io
+import math
 import json
 import urllib.error
 import urllib.request
@@ -160,3 +161,34 @@ def test_a_server_still_generating_its_world_past_the_timeout_says_so(manifests_
 
     with pytest.raises(RuntimeError, match=r"not listening after 0 s \(still generating the world of demo\?\)"):
         serve_in_subprocess("demo", str(manifests_dir), timeout_s=0.05)
+
+
+def _texture_counts() -> tuple[int, int, int]:
+    from corebuild.synthetic.signs import sign_texture
+
+    info = sign_texture.cache_info()
+    return info.hits, info.misses, info.currsize
+
+
+def test_render_workers_draw_no_sign_texture_the_server_drew_before_forking(tiny_world):
+    """Every sign's texture is drawn once before the render pool forks and shared by its workers;
+    a worker rendering views of signs draws none of them again."""
+    from corebuild.synthetic import server as srv
+    from corebuild.synthetic.render import Camera
+    from corebuild.synthetic.signs import sign_texture
+
+    sign_texture.cache_clear()
+    pool = srv.render_pool(tiny_world, 2)
+    try:
+        before = pool.apply(_texture_counts)
+        for sign in tiny_world.signs[:4]:
+            cx, cy, _ = sign.center
+            heading = math.degrees(math.atan2(-sign.normal[0], -sign.normal[1])) % 360
+            cam = Camera(cx + sign.normal[0] * 14, cy + sign.normal[1] * 14, heading)
+            pool.apply(srv._in_pool, (srv._street_jpeg, cam.x, cam.y, cam.heading, cam.fov, cam.pitch, cam.width, cam.height))
+        after = pool.apply(_texture_counts)
+    finally:
+        pool.terminate()
+    (hits, misses, size), (hits_after, misses_after, _) = before, after
+    assert size == len(tiny_world.signs) > 0
+    assert misses_after == misses and hits_after > hits  # signs drawn, each from the shared cache
