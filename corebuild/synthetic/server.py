@@ -24,7 +24,7 @@ import re
 import subprocess
 import sys
 import threading
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from typing import Callable, Optional
 
 from aiohttp import web
@@ -76,24 +76,128 @@ def _tile_png(world: World, kind: str, z: int, x: int, y: int) -> bytes:
     return encode((render_tile if kind == "aerial" else render_map_tile)(world, z, x, y), "png")
 
 
-def _in_pool(fn: Callable[..., bytes], *args) -> bytes:
-    return fn(_POOL_WORLD, *args)
+def _render_worker(conn) -> None:
+    """A render worker: (fn, args) in, (True, fn(world, *args)) or (False, error) out, in order."""
+    while True:
+        try:
+            fn, args = conn.recv()
+        except EOFError:  # the server is gone
+            return
+        try:
+            answer = (True, fn(_POOL_WORLD, *args))
+        except Exception as exc:  # noqa: BLE001 - the request fails, the worker goes on
+            answer = (False, RuntimeError(f"render failed: {exc!r}"))
+        try:
+            conn.send(answer)
+        except OSError:  # the server is gone
+            return
 
 
-def render_pool(world: World, processes: int):
-    """`processes` forked workers that render for the server, so imagery is not capped at one core
-    (the event loop only parses requests and answers). None for 0 or 1: render in the loop."""
-    global _POOL_WORLD
-    if processes <= 1:
-        return None
-    import multiprocessing
+class RenderWorkers:
+    """Forked processes that render for the server, so imagery is not capped at one core, each on
+    a pipe that the event loop itself watches: an image comes back as the loop reads its pipe, with
+    no pool threads and wake-ups between (multiprocessing.Pool's cost the demo's server ~20 % more
+    CPU than rendering in the loop: README, The synthetic world). A request goes to the worker with
+    the fewest waiting; past IN_FLIGHT they wait here, so the loop never blocks writing to a pipe
+    whose worker is blocked writing back."""
 
-    _POOL_WORLD = world
-    # Every sign's texture drawn here once, before the fork, and shared by the workers (copy on
-    # write); each worker drawing its own, from a cache of fewer, drew 6 of 10 a second time.
-    for sign in world.signs[:SIGN_TEXTURES]:
-        sign_texture(sign.text, sign.background, sign.foreground, sign.script)
-    return multiprocessing.get_context("fork").Pool(processes)
+    IN_FLIGHT = 16
+
+    def __init__(self, world: World, processes: int):
+        global _POOL_WORLD
+        import multiprocessing
+
+        _POOL_WORLD = world
+        # Every sign's texture drawn here once, before the fork, and shared by the workers (copy on
+        # write); each worker drawing its own, from a cache of fewer, drew 6 of 10 a second time.
+        for sign in world.signs[:SIGN_TEXTURES]:
+            sign_texture(sign.text, sign.background, sign.foreground, sign.script)
+        ctx = multiprocessing.get_context("fork")
+        self._conns, self._procs = [], []
+        for _ in range(processes):
+            ours, theirs = ctx.Pipe()
+            proc = ctx.Process(target=_render_worker, args=(theirs,), daemon=True)
+            proc.start()
+            theirs.close()
+            self._conns.append(ours)
+            self._procs.append(proc)
+        self._sent: list[deque] = [deque() for _ in self._procs]  # futures of requests sent, in order
+        self._queued: list[deque] = [deque() for _ in self._procs]  # (future, fn, args) not sent yet
+        self._loop: Optional[asyncio.AbstractEventLoop] = None
+        self._dead: set[int] = set()
+
+    def _watch(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+        for i, conn in enumerate(self._conns):
+            if i not in self._dead:
+                loop.add_reader(conn.fileno(), self._answer, i)
+
+    async def render(self, fn: Callable[..., bytes], *args) -> bytes:
+        """fn(world, *args) in a worker."""
+        loop = asyncio.get_running_loop()
+        if self._loop is not loop:
+            self._watch(loop)
+        live = [k for k in range(len(self._conns)) if k not in self._dead]
+        if not live:
+            raise RuntimeError(f"every render worker exited (exit codes {[p.exitcode for p in self._procs]})")
+        i = min(live, key=lambda k: len(self._sent[k]) + len(self._queued[k]))
+        fut = loop.create_future()
+        self._queued[i].append((fut, fn, args))
+        self._send(i)
+        return await fut
+
+    def _send(self, i: int) -> None:
+        while self._queued[i] and len(self._sent[i]) < self.IN_FLIGHT:
+            fut, fn, args = self._queued[i].popleft()
+            if fut.done():  # its request went away while it waited
+                continue
+            try:
+                self._conns[i].send((fn, args))
+            except OSError:  # the worker is gone: its pipe is closed
+                self._queued[i].appendleft((fut, fn, args))
+                self._bury(i)
+                return
+            self._sent[i].append(fut)
+
+    def _answer(self, i: int) -> None:
+        try:
+            ok, value = self._conns[i].recv()
+        except (EOFError, OSError):
+            self._bury(i)
+            return
+        fut = self._sent[i].popleft()
+        if fut.done():  # its request went away
+            pass
+        elif ok:
+            fut.set_result(value)
+        else:
+            fut.set_exception(value)
+        self._send(i)
+
+    def _bury(self, i: int) -> None:
+        """A worker that exited: what it was given fails (the client retries), and no more goes to it."""
+        self._dead.add(i)
+        self._loop.remove_reader(self._conns[i].fileno())
+        self._procs[i].join(timeout=1)
+        dead = RuntimeError(f"render worker {i} exited (exit code {self._procs[i].exitcode})")
+        for fut in [*self._sent[i], *(q[0] for q in self._queued[i])]:
+            if not fut.done():
+                fut.set_exception(dead)
+        self._sent[i].clear()
+        self._queued[i].clear()
+
+    def terminate(self) -> None:
+        for proc in self._procs:
+            proc.terminate()
+        for proc, conn in zip(self._procs, self._conns):
+            proc.join()
+            conn.close()
+
+
+def render_pool(world: World, processes: int) -> Optional[RenderWorkers]:
+    """`processes` render workers for the server (the event loop only parses requests and
+    answers). None for 0 or 1: render in the loop."""
+    return RenderWorkers(world, processes) if processes > 1 else None
 
 
 class TileCache:
@@ -133,19 +237,10 @@ class SyntheticServer:
         self._pending: dict[tuple, asyncio.Future] = {}
 
     async def _render(self, fn: Callable[..., bytes], *args) -> bytes:
-        """fn(world, *args), in the render pool when there is one."""
+        """fn(world, *args), in the render workers when there are some."""
         if self.pool is None:
             return fn(self.world, *args)
-        loop = asyncio.get_running_loop()
-        fut = loop.create_future()
-
-        def settle(method, value):
-            if not fut.done():
-                getattr(fut, method)(value)
-
-        self.pool.apply_async(_in_pool, (fn, *args), callback=lambda r: loop.call_soon_threadsafe(settle, "set_result", r),
-                              error_callback=lambda e: loop.call_soon_threadsafe(settle, "set_exception", e))
-        return await fut
+        return await self.pool.render(fn, *args)
 
     async def _tile(self, kind: str, z: int, x: int, y: int) -> bytes:
         key = (kind, z, x, y)

@@ -1,5 +1,6 @@
 """The synthetic server speaks the Street View Static API and XYZ wire formats."""
 
+import asyncio
 import io
 import math
 import json
@@ -140,8 +141,8 @@ def test_a_render_pool_serves_the_same_bytes_from_other_processes(tiny_world):
 
     pool = srv.render_pool(tiny_world, 2)
     jobs = []
-    submit = pool.apply_async
-    pool.apply_async = lambda fn, args, **kw: jobs.append(args[0].__name__) or submit(fn, args, **kw)
+    render = pool.render
+    pool.render = lambda fn, *args: jobs.append(fn.__name__) or render(fn, *args)
     running = serve_app(srv.SyntheticServer(tiny_world, pool=pool).app(), "127.0.0.1", 0)
     try:
         pano = tiny_world.snap(*_a_point_on_a_road(tiny_world), 50)
@@ -163,7 +164,7 @@ def test_a_server_still_generating_its_world_past_the_timeout_says_so(manifests_
         serve_in_subprocess("demo", str(manifests_dir), timeout_s=0.05)
 
 
-def _texture_counts() -> tuple[int, int, int]:
+def _texture_counts(world) -> tuple[int, int, int]:
     from corebuild.synthetic.signs import sign_texture
 
     info = sign_texture.cache_info()
@@ -180,15 +181,62 @@ def test_render_workers_draw_no_sign_texture_the_server_drew_before_forking(tiny
     sign_texture.cache_clear()
     pool = srv.render_pool(tiny_world, 2)
     try:
-        before = pool.apply(_texture_counts)
+        before = asyncio.run(pool.render(_texture_counts))
         for sign in tiny_world.signs[:4]:
             cx, cy, _ = sign.center
             heading = math.degrees(math.atan2(-sign.normal[0], -sign.normal[1])) % 360
             cam = Camera(cx + sign.normal[0] * 14, cy + sign.normal[1] * 14, heading)
-            pool.apply(srv._in_pool, (srv._street_jpeg, cam.x, cam.y, cam.heading, cam.fov, cam.pitch, cam.width, cam.height))
-        after = pool.apply(_texture_counts)
+            asyncio.run(pool.render(srv._street_jpeg, cam.x, cam.y, cam.heading, cam.fov, cam.pitch, cam.width, cam.height))
+        after = asyncio.run(pool.render(_texture_counts))
     finally:
         pool.terminate()
     (hits, misses, size), (hits_after, misses_after, _) = before, after
     assert size == len(tiny_world.signs) > 0
     assert misses_after == misses and hits_after > hits  # signs drawn, each from the shared cache
+
+
+def _echo(world, k: int) -> bytes:
+    return f"{k}".encode()
+
+
+def _fail(world) -> bytes:
+    raise ValueError("no such view")
+
+
+def test_render_workers_answer_every_request_past_their_in_flight_limit_and_say_when_one_fails_or_dies(tiny_world):
+    """The event loop watches each render worker's pipe: every request is answered, in any number
+    (past the limit sent at once, the rest wait in the server), a failing render fails its own
+    request only, and a worker that dies fails what it was given and gets no more."""
+    from corebuild.synthetic import server as srv
+
+    pool = srv.render_pool(tiny_world, 2)
+    n = 3 * pool.IN_FLIGHT * 2
+
+    async def many():
+        asks = [asyncio.ensure_future(pool.render(_echo, k)) for k in range(n)]
+        await asyncio.sleep(0)  # every request made
+        sent, held = [len(q) for q in pool._sent], [len(q) for q in pool._queued]
+        return await asyncio.gather(*asks), sent, held
+
+    try:
+        answers, sent, held = asyncio.run(many())
+        assert answers == [f"{k}".encode() for k in range(n)]
+        assert sent == [pool.IN_FLIGHT] * 2 and held == [n // 2 - pool.IN_FLIGHT] * 2
+        with pytest.raises(RuntimeError, match=r"render failed: ValueError\('no such view'\)"):
+            asyncio.run(pool.render(_fail))
+        assert asyncio.run(pool.render(_echo, 7)) == b"7"  # the worker lives on
+        pool._procs[0].kill()
+        pool._procs[0].join()
+
+        async def after_death():
+            return await asyncio.gather(*(pool.render(_echo, k) for k in range(4)), return_exceptions=True)
+
+        answers = asyncio.run(after_death())
+        assert isinstance(answers[0], RuntimeError) and "render worker 0 exited (exit code -9)" in str(answers[0])
+        assert answers[1:] == [b"1", b"2", b"3"]  # on the live worker
+        async def again():
+            return await asyncio.gather(*(pool.render(_echo, k) for k in range(n)))
+
+        assert asyncio.run(again()) == [f"{k}".encode() for k in range(n)]  # all on worker 1 now
+    finally:
+        pool.terminate()

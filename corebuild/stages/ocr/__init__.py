@@ -50,10 +50,10 @@ class OcrConfig:
         help="views a worker reads at once, each on its own OCR engine, in a round of fewer work units than workers (a top-up round; one at a time in the others)",
     )
     # What runs rapidocr's ONNX models (issue 21). openvino at f32 read the demo's views exactly as
-    # onnxruntime (same texts and boxes) for ~0.7x the CPU; bf16 (CPUs with AMX or AVX512-BF16;
-    # elsewhere openvino runs f32 and the row's model id says so) ~0.45x, but moves some boxes and
+    # onnxruntime (same texts and boxes) for ~0.6x the CPU; bf16 (CPUs with AMX or AVX512-BF16;
+    # elsewhere openvino runs f32 and the row's model id says so) ~0.35x, but moves some boxes and
     # readings: README, Evidence.
-    runtime: str = option("openvino", flag="--ocr-runtime", choices=OCR_RUNTIMES, help="what runs rapidocr's models: openvino (the default) or onnxruntime; the same readings, openvino ~0.7x the CPU")
+    runtime: str = option("openvino", flag="--ocr-runtime", choices=OCR_RUNTIMES, help="what runs rapidocr's models: openvino (the default) or onnxruntime; the same readings, openvino ~0.6x the CPU")
     precision: str = option("f32", flag="--ocr-precision", choices=OCR_PRECISIONS, help="openvino's precision: f32, or bf16 where the CPU has it (faster; changes some readings: README, Evidence)")
     use_angle_cls: bool = False  # street signs are upright; the classifier costs ~20%
     # Detection (most of OCR's time) runs on the view scaled to this long side; the boxes it finds

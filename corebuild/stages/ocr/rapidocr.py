@@ -82,7 +82,7 @@ def _with_memory_arena(engine) -> None:
 class OpenVinoModel:
     """One of rapidocr's ONNX models compiled by OpenVINO's CPU plugin, called as rapidocr calls
     its ONNX Runtime sessions (an array in, a list of outputs back). On the demo's views, f32 gives
-    the same readings and boxes as ONNX Runtime for ~0.7x its CPU (README, Evidence).
+    the same readings and boxes as ONNX Runtime for ~0.6x its CPU (README, Evidence).
 
     `static_shapes`: the first that many input shapes it is called with each get the model compiled
     for that shape alone (~45 MiB each at 448 px), which OpenVINO runs in ~0.8x the CPU of the
