@@ -187,7 +187,12 @@ def _serve(args: argparse.Namespace) -> int:
             faults = FaultConfig(rate=args.fault_rate, seed=args.fault_seed, persistent=args.fault_persistent, **({"kinds": kinds} if kinds else {}))
         except ValueError as exc:
             raise CorebuildError(f"synthetic serve: {exc}") from None
-    serve_forever(world, args.host, args.port, faults, args.render_processes)
+    sock = None
+    if args.fd is not None:
+        import socket
+
+        sock = socket.socket(fileno=args.fd)  # a listening socket the parent (a build) bound
+    serve_forever(world, args.host, args.port, faults, args.render_processes, sock)
     return 0
 
 
@@ -399,6 +404,7 @@ def _synthetic_parser(sub) -> None:
     _data_flags(serve)
     serve.add_argument("--host", default="127.0.0.1")
     serve.add_argument("--port", type=int, default=0)
+    serve.add_argument("--fd", type=int, default=None, help="serve on this inherited listening socket instead of --host/--port (a build starts its server so)")
     serve.add_argument("--render-processes", type=int, default=0, help="processes that render images (0: one per core; 1: in the server's own loop)")
     serve.add_argument("--fault-rate", type=float, default=0.0, help="share of requests that misbehave (429, 5xx, timeouts, resets, cut bodies, placeholder tiles, malformed LLM JSON)")
     serve.add_argument("--fault-seed", type=int, default=0)

@@ -4,6 +4,7 @@ pipeline, then manifest.json and a one-line summary."""
 from __future__ import annotations
 
 import dataclasses
+import importlib
 import json
 import logging
 import os
@@ -220,13 +221,13 @@ class Prepared:
 
 
 def _serve_synthetic(cfg: BuildConfig, region: Region):
-    """A synthetic region's world, served on loopback in the providers' wire formats."""
-    from corebuild.synthetic.server import serve_in_subprocess
+    """A synthetic region's world, served on loopback in the providers' wire formats: its server
+    started (ServerStart: `.wait()` once the build has prepared) and the config pointing at it."""
+    from corebuild.synthetic.server import ServerStart
 
-    proc, url = serve_in_subprocess(region.id, cfg.manifests_dir)
-    log.info("synthetic imagery for %s served at %s", region.id, url)
+    start = ServerStart(region.id, cfg.manifests_dir)
     os.environ.setdefault(SYNTHETIC_KEY_ENV, "synthetic-not-a-secret")
-    return proc, with_synthetic_endpoints(cfg, url)
+    return start, with_synthetic_endpoints(cfg, start.url)
 
 
 def _retry(storage, region: Region, state: BuildState, retry_failed: str) -> tuple[BuildState, dict[str, Any]]:
@@ -259,10 +260,11 @@ def prepare(cfg: BuildConfig, overwrite: bool = False, retry_failed: Optional[st
     dry_run = dry_run_requested(cfg.runner.extra_args)
     if dry_run:
         check_dry_run(cfg.runner.runner, cfg.runner.extra_args)
-    server = None
+    start = server = None
     if region.imagery == "synthetic" and cfg.imagery != "synthetic":
-        server, cfg = _serve_synthetic(cfg, region)
+        start, cfg = _serve_synthetic(cfg, region)
     try:
+        # While the world's server (if any) starts in its own process, this one checks and prepares.
         models = preflight(cfg, region)
         storage = open_storage(cfg.output_dir)
         version = code_version()
@@ -272,10 +274,15 @@ def prepare(cfg: BuildConfig, overwrite: bool = False, retry_failed: Optional[st
             state, retried = _retry(storage, region, state, retry_failed)
         elif retry_failed is not None and not dry_run:
             log.warning("--retry-failed: %s held no build; this is a fresh one", storage.join(region.id))
+        if start is not None:
+            importlib.import_module("pipelines.build_region")  # Beam's import (~1 s), while the server still starts
+
+            server = start.wait()
+            log.info("synthetic imagery for %s served at %s", region.id, start.url)
     except BaseException:  # a failed check stops the world's server too
-        if server is not None:
-            server.terminate()
-            server.wait(10)
+        if start is not None:
+            start.proc.terminate()
+            start.proc.wait(10)
         raise
     stamp = RunStamp(build_id=state.build_id, config_hash=state.config_hash, code_version=version)
     return Prepared(cfg, region, storage, state, stamp, models, dry_run, started, retried, server)

@@ -21,6 +21,7 @@ import asyncio
 import dataclasses
 import os
 import re
+import socket
 import subprocess
 import sys
 import threading
@@ -362,46 +363,65 @@ def serve_in_thread(world: World, host: str = "127.0.0.1", port: int = 0, faults
     return dataclasses.replace(serve_app(server.app(), host, port), server=server)
 
 
-def serve_forever(world: World, host: str = "127.0.0.1", port: int = 0, faults: Optional[FaultConfig] = None, processes: int = 0) -> None:
+def serve_forever(world: World, host: str = "127.0.0.1", port: int = 0, faults: Optional[FaultConfig] = None, processes: int = 0,
+                  sock: Optional[socket.socket] = None) -> None:
     """Run in the foreground; prints `listening on <url>` once ready (the parent reads it).
-    processes: render workers (0: one per core; 1: render in the event loop)."""
+    processes: render workers (0: one per core; 1: render in the event loop). sock: a listening
+    socket to serve on instead of binding host:port (the build's, inherited)."""
     pool = render_pool(world, processes or os.cpu_count() or 1)  # forked before the loop starts
 
     async def _main():
         runner = web.AppRunner(SyntheticServer(world, faults, pool).app(), access_log=None)
         await runner.setup()
-        await web.TCPSite(runner, host, port).start()
-        print(f"listening on http://{host}:{runner.addresses[0][1]}", flush=True)
+        await (web.SockSite(runner, sock) if sock is not None else web.TCPSite(runner, host, port)).start()
+        bound_host, bound_port = runner.addresses[0][:2]
+        print(f"listening on http://{bound_host}:{bound_port}", flush=True)
         await asyncio.Event().wait()
 
     asyncio.run(_main())
 
 
+class ServerStart:
+    """`corebuild synthetic serve` started as a child process (its own core) on a socket this
+    process bound, so its URL is known at once and the build prepares while the server generates
+    its world (seconds for the demo, minutes for a town of a million points, 160 km2); a client
+    that connects before then waits in the socket's backlog. `wait()` returns once it listens."""
+
+    def __init__(self, region_id: str, manifests_dir: str, host: str = "127.0.0.1"):
+        self.region_id = region_id
+        with socket.create_server((host, 0)) as sock:
+            self.url = f"http://{host}:{sock.getsockname()[1]}"
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "corebuild", "synthetic", "serve", "--region", region_id, "--manifests", manifests_dir, "--fd", str(sock.fileno())],
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+                pass_fds=(sock.fileno(),),
+            )  # the child has its own copy of the socket; ours closes here
+
+    def wait(self, timeout_s: float = 900.0) -> subprocess.Popen:
+        proc = self.proc
+        expired = threading.Event()
+
+        def expire():
+            expired.set()
+            proc.kill()
+
+        timer = threading.Timer(timeout_s, expire)
+        timer.start()
+        try:
+            line = proc.stdout.readline() if proc.stdout else ""
+        finally:
+            timer.cancel()
+        if not line.startswith("listening on "):
+            proc.kill()
+            err = proc.stderr.read() if proc.stderr else ""
+            why = f"not listening after {timeout_s:.0f} s (still generating the world of {self.region_id}?)" if expired.is_set() else err.strip()[-2000:] or repr(line)
+            raise RuntimeError(f"synthetic imagery server failed to start: {why}")
+        return proc
+
+
 def serve_in_subprocess(region_id: str, manifests_dir: str, timeout_s: float = 900.0) -> tuple[subprocess.Popen, str]:
-    """Start `corebuild synthetic serve` as a child process (its own core); returns (proc, url).
-    It generates its region's world before it listens: seconds for the demo, minutes for a
-    town of a million points (160 km2)."""
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "corebuild", "synthetic", "serve", "--region", region_id, "--manifests", manifests_dir],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    expired = threading.Event()
-
-    def expire():
-        expired.set()
-        proc.kill()
-
-    timer = threading.Timer(timeout_s, expire)
-    timer.start()
-    try:
-        line = proc.stdout.readline() if proc.stdout else ""
-    finally:
-        timer.cancel()
-    if not line.startswith("listening on "):
-        proc.kill()
-        err = proc.stderr.read() if proc.stderr else ""
-        why = f"not listening after {timeout_s:.0f} s (still generating the world of {region_id}?)" if expired.is_set() else err.strip()[-2000:] or repr(line)
-        raise RuntimeError(f"synthetic imagery server failed to start: {why}")
-    return proc, line.split("listening on ", 1)[1].strip()
+    """ServerStart, waited for: (proc, url) once it listens."""
+    start = ServerStart(region_id, manifests_dir)
+    return start.wait(timeout_s), start.url

@@ -47,3 +47,21 @@ def test_each_round_runs_its_pipeline_with_its_round_config(monkeypatch, manifes
     build.execute(prep, _state(take=600), 1, progress=False)
     build.execute(prep, _state(done=range(6), take=690), 2, progress=False)
     assert ran == [1, 2]
+
+
+def test_a_synthetic_build_prepares_while_its_world_server_starts(tmp_path, manifests_dir, monkeypatch):
+    """The server's URL is known when its process starts (the build binds the socket), so the
+    build's checks run while the server generates its world; it waits for the server after them."""
+    from corebuild.synthetic.server import ServerStart
+
+    order = []
+    checks, wait = build.preflight, ServerStart.wait
+    monkeypatch.setattr(build, "preflight", lambda cfg, region: order.append("preflight") or checks(cfg, region))
+    monkeypatch.setattr(ServerStart, "wait", lambda self, *a: order.append("wait") or wait(self, *a))
+    prep = build.prepare(BuildConfig("tiny", output_dir=str(tmp_path), manifests_dir=str(manifests_dir)))
+    try:
+        assert order == ["preflight", "wait"] and prep.server.poll() is None
+        base = prep.cfg.fetch.streetview.base_url
+        assert prep.cfg.fetch.aerial.url_template == f"{base}/tiles/{{z}}/{{x}}/{{y}}.png"
+    finally:
+        prep.close()

@@ -240,3 +240,25 @@ def test_render_workers_answer_every_request_past_their_in_flight_limit_and_say_
         assert asyncio.run(again()) == [f"{k}".encode() for k in range(n)]  # all on worker 1 now
     finally:
         pool.terminate()
+
+
+def test_a_started_server_answers_a_request_sent_before_it_listens(manifests_dir):
+    """A build starts its world's server on a socket it bound itself: the URL is there at once,
+    and a client that connects while the world is still being made waits and is answered."""
+    import threading
+    import urllib.request
+
+    from corebuild.synthetic.server import ServerStart
+
+    start = ServerStart("tiny", str(manifests_dir))
+    answered = []
+    early = threading.Thread(target=lambda: answered.append(urllib.request.urlopen(f"{start.url}/healthz", timeout=60).read()))
+    early.start()
+    try:
+        assert start.proc.poll() is None and not answered  # not listening yet: the world is being made
+        proc = start.wait(120)
+        early.join(60)
+        assert answered == [b"ok"] and proc.poll() is None
+    finally:
+        start.proc.terminate()
+        start.proc.wait(10)
