@@ -77,8 +77,12 @@ def _tile_png(world: World, kind: str, z: int, x: int, y: int) -> bytes:
     return encode((render_tile if kind == "aerial" else render_map_tile)(world, z, x, y), "png")
 
 
-def _render_worker(conn) -> None:
-    """A render worker: (fn, args) in, (True, fn(world, *args)) or (False, error) out, in order."""
+def _render_worker(conn, servers_ends: list) -> None:
+    """A render worker: (fn, args) in, (True, fn(world, *args)) or (False, error) out, in order.
+    `servers_ends`: the server's ends of the pipes so far, inherited by the fork and closed here,
+    so that when the server goes, every worker reads the end of its pipe and exits."""
+    for end in servers_ends:
+        end.close()
     while True:
         try:
             fn, args = conn.recv()
@@ -117,7 +121,7 @@ class RenderWorkers:
         self._conns, self._procs = [], []
         for _ in range(processes):
             ours, theirs = ctx.Pipe()
-            proc = ctx.Process(target=_render_worker, args=(theirs,), daemon=True)
+            proc = ctx.Process(target=_render_worker, args=(theirs, [*self._conns, ours]), daemon=True)
             proc.start()
             theirs.close()
             self._conns.append(ours)

@@ -3,6 +3,8 @@
 import asyncio
 import io
 import math
+import os
+import time
 import json
 import urllib.error
 import urllib.request
@@ -259,6 +261,22 @@ def test_a_started_server_answers_a_request_sent_before_it_listens(manifests_dir
         proc = start.wait(120)
         early.join(60)
         assert answered == [b"ok"] and proc.poll() is None
+        workers = [int(pid) for pid in open(f"/proc/{proc.pid}/task/{proc.pid}/children").read().split()]
+        cores = os.cpu_count() or 1
+        assert len(workers) == (cores if cores > 1 else 0)  # its render workers, one per core
     finally:
         start.proc.terminate()
         start.proc.wait(10)
+    # The server gone (as a build ends it), its workers read the end of their pipes and exit.
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline and any(_running(pid) for pid in workers):
+        time.sleep(0.1)
+    assert not any(_running(pid) for pid in workers)
+
+
+def _running(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"  # a zombie has exited
+    except FileNotFoundError:
+        return False
