@@ -171,12 +171,11 @@ class RenderWorkers:
             self._bury(i)
             return
         fut = self._sent[i].popleft()
-        if fut.done():  # its request went away
-            pass
-        elif ok:
-            fut.set_result(value)
-        else:
-            fut.set_exception(value)
+        if not fut.done():  # else its request went away
+            if ok:
+                fut.set_result(value)
+            else:
+                fut.set_exception(value)
         self._send(i)
 
     def _bury(self, i: int) -> None:

@@ -30,27 +30,28 @@ def _font(size: int, script: str = DEFAULT_SCRIPT) -> ImageFont.FreeTypeFont:
 
 PAD = 18
 # Textures kept drawn: at least the demo world's 900 signs, so a render worker draws none of them
-# (the server draws them before its render workers fork: corebuild.synthetic.server.render_pool).
+# (the server draws them before its render workers fork: corebuild.synthetic.server.RenderWorkers).
 SIGN_TEXTURES = 1024
 
 
-def _layout(text: str, script: str) -> tuple[ImageFont.FreeTypeFont, tuple[int, int, int, int], int]:
+def _layout(text: str, script: str) -> tuple[ImageFont.FreeTypeFont, tuple[int, int, int, int], int, tuple[int, int]]:
+    """(font, the text's ink box, its line height, the texture's size)."""
     font = _font(64, script)
     left, top, right, bottom = bbox = font.getbbox(text, stroke_width=2)
     # Latin caps fit in 64 px; Arabic dots and descenders, or CJK ink, may take more.
-    return font, bbox, max(64, bottom - top)
+    height = max(64, bottom - top)
+    return font, bbox, height, (right - left + 2 * PAD, height + 2 * PAD)
 
 
 def sign_texture_size(text: str, script: str = DEFAULT_SCRIPT) -> tuple[int, int]:
     """Pixel size of a sign's texture (whatever its colours), from the text's layout alone."""
-    _, (left, _, right, _), height = _layout(text, script)
-    return right - left + 2 * PAD, height + 2 * PAD
+    return _layout(text, script)[3]
 
 
 @lru_cache(maxsize=SIGN_TEXTURES)
 def sign_texture(text: str, background: tuple, foreground: tuple, script: str = DEFAULT_SCRIPT) -> Image.Image:
-    font, (left, top, right, bottom), height = _layout(text, script)
-    img = Image.new("RGB", sign_texture_size(text, script), background)
+    font, (left, top, right, bottom), height, size = _layout(text, script)
+    img = Image.new("RGB", size, background)
     # A light stroke makes the bundled regular face read like the bold faces of shop signs.
     ImageDraw.Draw(img).text((PAD - left, PAD + (height - (bottom - top)) // 2 - top), text, font=font, fill=foreground, stroke_width=2, stroke_fill=foreground)
     return img

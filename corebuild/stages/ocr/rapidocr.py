@@ -112,7 +112,7 @@ class OpenVinoModel:
             model = self._core.read_model(self._path)
             model.reshape(list(shape))
             request = self._static[shape] = self._core.compile_model(model, "CPU", self._config).create_infer_request()
-        return request or self._request
+        return self._request if request is None else request
 
     @property
     def static_shapes(self) -> tuple[tuple, ...]:
